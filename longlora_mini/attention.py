@@ -1,0 +1,395 @@
+"""Shifted sparse attention (S²-Attn), leak-free, for any sequence length and padded batches.
+
+The definition (`s2_attention_mask`): split the sequence into groups of G tokens and attend
+causally inside each group. Heads in the first half use groups [0, G), [G, 2G), ...; heads in
+the second half use groups shifted by s = G // 2, i.e. [0, G - s), [G - s, 2G - s), ..., so a
+short first and last group and *no wrap-around*. Every backend below computes exactly this.
+
+Backends (all take q, k, v shaped (batch, heads, seq, head_dim), keys/values may have fewer heads):
+  dense  the masked reference: materialises the (n, n) mask per head; slow, obviously right.
+  sdpa   regroup so that every group is one causal `scaled_dot_product_attention` call.
+  flex   torch FlexAttention with a block mask (forward only on CPU in current torch).
+  flash  flash-attn's varlen kernel, every group one "sequence" (GPU only, imported lazily).
+
+A padded batch (`attention_mask`, shape (batch, seq), 1 = real token) is handled by moving each
+row's real tokens to the front, so groups are counted from each sequence's own first token:
+a padded row gives exactly what that sequence gives alone, whatever side the padding is on.
+Outputs at padded positions are zero.
+
+`s2_attention_roll_leaky` is the paper's pseudocode (roll half the heads, wrap around): kept for
+teaching and as the benchmark's reference row, never used for training.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("dense", "sdpa", "flex", "flash")
+
+
+# ----------------------------------------------------------------------------- definition
+
+
+def _group_ids(positions: torch.Tensor, group_size: int, offset: int) -> torch.Tensor:
+    """Group index of each position when groups start at -offset (offset = G//2 for shifted heads)."""
+    return torch.div(positions + offset, group_size, rounding_mode="floor")
+
+
+def s2_attention_mask(
+    seq_len: int, group_size: int, num_heads: int, *, shift: bool = True, device=None
+) -> torch.Tensor:
+    """Boolean mask (num_heads, seq_len, seq_len); True where query i may attend to key j.
+
+    First half of the heads: j <= i and i//G == j//G. Second half (if `shift`):
+    j <= i and (i + G//2)//G == (j + G//2)//G. No wrap-around.
+    """
+    _check_group_args(seq_len, group_size, num_heads)
+    pos = torch.arange(seq_len, device=device)
+    causal = pos[None, :] <= pos[:, None]  # (n, n): j <= i
+    masks = []
+    for offset in _head_offsets(num_heads, group_size, shift):
+        g = _group_ids(pos, group_size, offset)  # (n,)
+        masks.append(causal & (g[:, None] == g[None, :]))
+    return torch.stack(masks)  # (h, n, n)
+
+
+def _head_offsets(num_heads: int, group_size: int, shift: bool) -> list[int]:
+    """Group offset per head: 0 for the first half, G//2 for the second half (when shifting)."""
+    half = num_heads // 2
+    shifted = group_size // 2 if shift else 0
+    return [0] * half + [shifted] * (num_heads - half)
+
+
+def _check_group_args(seq_len: int, group_size: int, num_heads: int) -> None:
+    if not isinstance(group_size, int) or group_size < 2:
+        raise ValueError(
+            f"group_size must be an integer >= 2, got {group_size!r}; "
+            "use e.g. group_size = seq_len // 4 (the paper's ratio)."
+        )
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}.")
+    if num_heads % 2:
+        raise ValueError(
+            f"S²-Attn shifts half of the heads, so num_heads must be even, got {num_heads}; "
+            "use full attention for this model or pick one with an even number of heads."
+        )
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            "q, k, v must be 4-D (batch, heads, seq, head_dim); got shapes "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}. Transpose (b, n, h, d) inputs with .transpose(1, 2)."
+        )
+    b, hq, n, d = q.shape
+    if k.shape != v.shape[:-1] + (k.shape[-1],) or k.shape[0] != b or k.shape[2] != n or k.shape[3] != d:
+        raise ValueError(
+            f"k and v must be (batch={b}, kv_heads, seq={n}, head_dim={d}) like q; got k {tuple(k.shape)}, "
+            f"v {tuple(v.shape)}. S²-Attn is for training on whole sequences (no KV cache)."
+        )
+    if hq % k.shape[1]:
+        raise ValueError(
+            f"query heads ({hq}) must be a multiple of key/value heads ({k.shape[1]}) for grouped-query attention."
+        )
+    if attention_mask is not None and tuple(attention_mask.shape) != (b, n):
+        raise ValueError(
+            f"attention_mask must be the (batch, seq) = ({b}, {n}) key-padding mask with 1 for real tokens; "
+            f"got shape {tuple(attention_mask.shape)}."
+        )
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def repeat_kv(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Grouped-query attention: repeat each key/value head so there are `num_heads` of them."""
+    b, hkv, n, d = x.shape
+    if hkv == num_heads:
+        return x
+    rep = num_heads // hkv
+    # (b, hkv, n, d) -> (b, hkv, rep, n, d) -> (b, hkv*rep, n, d)
+    return x[:, :, None].expand(b, hkv, rep, n, d).reshape(b, num_heads, n, d)
+
+
+def _left_pack_order(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(b, n) index that moves each row's real tokens to the front, keeping their order."""
+    return torch.argsort((attention_mask == 0).to(torch.int8), dim=1, stable=True)
+
+
+def _gather_seq(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[b, :, index[b, t], :] for every b, t: (b, h, n, d) -> (b, h, len(index[b]), d)."""
+    b, h, _, d = x.shape
+    return x.gather(2, index[:, None, :, None].expand(b, h, index.shape[1], d))
+
+
+def _with_padding(kernel, q, k, v, attention_mask, **kwargs) -> torch.Tensor:
+    """Run `kernel` on left-packed real tokens, then put outputs back; padded positions get zeros."""
+    if attention_mask is None:
+        return kernel(q, k, v, **kwargs)
+    valid = attention_mask != 0  # (b, n)
+    order = _left_pack_order(valid)  # (b, n)
+    longest = max(int(valid.sum(1).max()), 1)
+    keep = order[:, :longest]  # (b, L): real tokens first, then padding
+    out = kernel(_gather_seq(q, keep), _gather_seq(k, keep), _gather_seq(v, keep), **kwargs)  # (b, h, L, d)
+    n = q.shape[2]
+    out = F.pad(out, (0, 0, 0, n - longest))  # (b, h, L, d) -> (b, h, n, d)
+    out = _gather_seq(out, torch.argsort(order, dim=1))  # back to the original positions
+    return out.masked_fill(~valid[:, None, :, None], 0.0)
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def _dense(q, k, v, group_size, shift, scale, attention_mask):
+    """Reference: scores for all (i, j), masked by the definition applied to in-sequence positions."""
+    b, h, n, _ = q.shape
+    k, v = repeat_kv(k, h), repeat_kv(v, h)
+    valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if attention_mask is None else attention_mask != 0
+    pos = valid.long().cumsum(1) - 1  # (b, n): position of each token inside its own sequence
+    offsets = torch.tensor(_head_offsets(h, group_size, shift), device=q.device)  # (h,)
+    groups = _group_ids(pos[:, None, :], group_size, offsets[None, :, None])  # (b, h, n)
+    allowed = (
+        (pos[:, None, None, :] <= pos[:, None, :, None])  # causal in sequence positions
+        & (groups[..., :, None] == groups[..., None, :])  # same group
+        & valid[:, None, None, :]  # real keys only
+    )  # (b, h, n, n)
+    allowed = allowed | ~valid[:, None, :, None]  # padded queries: any finite row, zeroed below
+    scores = (q @ k.transpose(-2, -1)) * scale  # (b, h, n, d) @ (b, h, d, n) -> (b, h, n, n)
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+    out = probs @ v  # (b, h, n, n) @ (b, h, n, d) -> (b, h, n, d)
+    return out.masked_fill(~valid[:, None, :, None], 0.0)
+
+
+def _causal_sdpa_in_groups(x_q, x_k, x_v, group_size, scale):
+    """Causal SDPA inside consecutive groups of exactly G tokens (the length must be a multiple of G)."""
+    b, h, n, d = x_q.shape
+
+    def groups(x):  # (b, h', n, d) -> (b, h'*n/G, G, d)
+        return x.reshape(b, x.shape[1] * (n // group_size), group_size, d)
+
+    out = F.scaled_dot_product_attention(groups(x_q), groups(x_k), groups(x_v), is_causal=True, scale=scale)
+    return out.reshape(b, h, n, d)  # (b, h*n/G, G, d) -> (b, h, n, d)
+
+
+def _grouped_sdpa(q, k, v, group_size, first, scale):
+    """Causal SDPA inside groups [0, first), [first, first+G), ..., [.., n): the first and last may be short.
+
+    Three kernel calls at most: the short head group, all full groups at once, the short tail group.
+    Nothing is padded, so no work is spent on empty slots. (torch.split, not slicing: its backward is
+    one concatenation, while each slice's backward fills a full-size zero tensor.)
+    """
+    n = q.shape[2]
+    first = min(first, n)
+    body = (n - first) // group_size * group_size
+    sizes = [first, body, n - first - body]  # head group, full groups, tail group
+    group_sizes = [first, group_size, sizes[2]]
+    parts = zip(*(torch.split(x, sizes, dim=2) for x in (q, k, v)))  # 3 x (b, h, size, d)
+    pieces = [
+        _causal_sdpa_in_groups(qs, ks, vs, g, scale)
+        for (qs, ks, vs), size, g in zip(parts, sizes, group_sizes)
+        if size > 0
+    ]
+    return torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]  # -> (b, h, n, d)
+
+
+def _split_heads(q, k, v):
+    """Split heads into the unshifted and shifted halves; key/value heads follow their queries."""
+    h, hkv = q.shape[1], k.shape[1]
+    if hkv % 2 or (h // 2) % (h // hkv):  # kv heads do not split cleanly between the halves
+        k, v = repeat_kv(k, h), repeat_kv(v, h)
+    halves = zip(*(x.chunk(2, dim=1) for x in (q, k, v)))  # chunk: one concatenation in backward
+    return tuple(halves)
+
+
+def _sdpa(q, k, v, group_size, shift, scale):
+    """S²-Attn from causal SDPA calls: plain groups for one half of the heads, groups shifted by G//2 for the other."""
+    (q1, k1, v1), (q2, k2, v2) = _split_heads(q, k, v)
+    first_shifted = group_size - group_size // 2 if shift else group_size
+    out_plain = _grouped_sdpa(q1, repeat_kv(k1, q1.shape[1]), repeat_kv(v1, q1.shape[1]), group_size, group_size, scale)
+    out_shift = _grouped_sdpa(q2, repeat_kv(k2, q2.shape[1]), repeat_kv(v2, q2.shape[1]), group_size, first_shifted, scale)
+    return torch.cat([out_plain, out_shift], dim=1)  # 2 x (b, h/2, n, d) -> (b, h, n, d)
+
+
+@functools.lru_cache(maxsize=32)
+def _flex_block_mask(n: int, group_size: int, num_heads: int, shift: bool, device: str):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    half, offset = num_heads // 2, (group_size // 2 if shift else 0)
+
+    def s2_mask_mod(b, h, q_idx, kv_idx):
+        off = (h >= half) * offset
+        return (kv_idx <= q_idx) & ((q_idx + off) // group_size == (kv_idx + off) // group_size)
+
+    return create_block_mask(s2_mask_mod, None, num_heads, n, n, device=device)
+
+
+def _flex(q, k, v, group_size, shift, scale):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        raise NotImplementedError(
+            f"FlexAttention has no backward pass on CPU in torch {torch.__version__}; "
+            "use backend='sdpa' for training on CPU (flex works there for inference only)."
+        )
+    block_mask = _flex_block_mask(q.shape[2], group_size, q.shape[1], shift, str(q.device))
+    if q.device.type == "cuda":
+        return torch.compile(flex_attention)(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+    with warnings.catch_warnings():  # uncompiled flex on CPU warns that it is slow: we know, it is the reference path
+        warnings.simplefilter("ignore", UserWarning)
+        return flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+
+
+def group_boundaries(lengths: list[int], group_size: int, first: int) -> list[int]:
+    """Cumulative token offsets of all groups of all sequences, laid end to end (flash-attn's cu_seqlens).
+
+    Each sequence of length L is cut into [0, first), [first, first+G), ..., the last one possibly short.
+    """
+    bounds, start = [0], 0
+    for length in lengths:
+        cuts = [c for c in range(first, length, group_size)] + [length]
+        prev = 0
+        for c in cuts:
+            if c > prev:
+                bounds.append(start + c)
+            prev = c
+        start += length
+    return bounds
+
+
+def flash_available() -> bool:
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+
+
+def _flash(q, k, v, group_size, shift, scale, attention_mask):
+    """flash-attn varlen: every group of every sequence is one variable-length 'sequence'."""
+    if not flash_available():
+        raise RuntimeError(
+            "backend='flash' needs a CUDA GPU and the flash-attn package "
+            "(pip install 'longlora-mini[gpu]'); use backend='sdpa' otherwise."
+        )
+    if q.dtype not in (torch.float16, torch.bfloat16) or not q.is_cuda:
+        raise ValueError(f"backend='flash' needs fp16/bf16 CUDA tensors, got {q.dtype} on {q.device}.")
+    from flash_attn import flash_attn_varlen_func
+
+    b, h, n, d = q.shape
+    valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if attention_mask is None else attention_mask != 0
+    lengths = valid.sum(1).tolist()
+    order = _left_pack_order(valid)
+    flat = valid.gather(1, order).reshape(-1).nonzero().squeeze(1)  # indices of real tokens after packing
+
+    def unpad(x):  # (b, h', n, d) -> (total_tokens, h', d)
+        return _gather_seq(x, order).transpose(1, 2).reshape(b * n, x.shape[1], d)[flat]
+
+    outs = []
+    for (qh, kh, vh), first in zip(_split_heads(q, k, v), (group_size, group_size - group_size // 2 if shift else group_size)):
+        cu = torch.tensor(group_boundaries(lengths, group_size, first), dtype=torch.int32, device=q.device)
+        longest = int((cu[1:] - cu[:-1]).max())
+        outs.append(flash_attn_varlen_func(unpad(qh), unpad(kh), unpad(vh), cu, cu, longest, longest,
+                                           softmax_scale=scale, causal=True))  # (total, h/2, d)
+    packed = q.new_zeros(b * n, h, d)
+    packed[flat] = torch.cat(outs, dim=1)  # (total, h, d) back into the padded layout
+    packed = packed.reshape(b, n, h, d).transpose(1, 2)  # (b*n, h, d) -> (b, h, n, d)
+    out = _gather_seq(packed, torch.argsort(order, dim=1))
+    return out.masked_fill(~valid[:, None, :, None], 0.0)
+
+
+def pick_backend(q: torch.Tensor, backend: str = "auto") -> str:
+    """Resolve "auto": flash on a GPU with flash-attn and half precision, else grouped SDPA."""
+    if backend not in BACKENDS + ("auto",):
+        raise ValueError(f"unknown S²-Attn backend {backend!r}; choose one of {('auto',) + BACKENDS}.")
+    if backend != "auto":
+        return backend
+    if flash_available() and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        return "flash"
+    return "sdpa"
+
+
+def s2_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    group_size: int,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    backend: str = "auto",
+    shift: bool = True,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Shifted sparse attention. q (b, h, n, d); k, v (b, h_kv, n, d); returns (b, h, n, d).
+
+    `attention_mask` (b, n), 1 for real tokens: any padding side, groups counted per sequence.
+    `shift=False` gives plain grouped ("short") attention, the paper's no-shift ablation.
+    """
+    _check_qkv(q, k, v, attention_mask)
+    _check_group_args(q.shape[2], group_size, q.shape[1])
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    chosen = pick_backend(q, backend)
+    logger.debug("S²-Attn backend: %s (asked for %s)", chosen, backend)
+    if chosen == "dense":
+        return _dense(q, k, v, group_size, shift, scale, attention_mask)
+    if chosen == "flash":
+        return _flash(q, k, v, group_size, shift, scale, attention_mask)
+    kernel = _sdpa if chosen == "sdpa" else _flex
+    return _with_padding(kernel, q, k, v, attention_mask, group_size=group_size, shift=shift, scale=scale)
+
+
+# ----------------------------------------------------------------------------- the paper's pseudocode
+
+
+def s2_attention_roll_leaky(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group_size: int, *, scale: float | None = None
+) -> torch.Tensor:
+    """LEAKY: the paper's pseudocode / official non-flash path, for teaching and benchmarking only.
+
+    Rolls the second half of the heads by -G/2 with wrap-around, so the first G/2 tokens share a
+    group with the last G/2 tokens and attend to them: future tokens leak into the past.
+    Eager matmul with an fp32 softmax, as the official code does. Needs G to divide n.
+    """
+    _check_qkv(q, k, v, None)
+    b, h, n, d = q.shape
+    _check_group_args(n, group_size, h)
+    if n % group_size:
+        raise ValueError(f"the roll variant needs seq_len ({n}) divisible by group_size ({group_size}).")
+    scale = d**-0.5 if scale is None else scale
+    k, v = repeat_kv(k, h), repeat_kv(v, h)
+    half, s, groups = h // 2, group_size // 2, n // group_size
+
+    def shift(x, amount):  # roll the second half of the heads along the sequence (wraps around!)
+        return torch.cat([x[:, :half], x[:, half:].roll(amount, dims=2)], dim=1)
+
+    def grouped(x):  # (b, h, n, d) -> (b, h, n/G, G, d)
+        return shift(x, -s).reshape(b, h, groups, group_size, d)
+
+    qg, kg, vg = grouped(q), grouped(k), grouped(v)
+    scores = (qg @ kg.transpose(-2, -1)) * scale  # (b, h, n/G, G, G)
+    causal = torch.ones(group_size, group_size, dtype=torch.bool, device=q.device).tril()
+    probs = scores.masked_fill(~causal, float("-inf")).softmax(-1, dtype=torch.float32).to(q.dtype)
+    out = (probs @ vg).reshape(b, h, n, d)  # (b, h, n/G, G, d) -> (b, h, n, d)
+    return shift(out, s)
+
+
+def full_causal_attention(q, k, v, *, scale: float | None = None) -> torch.Tensor:
+    """Ordinary causal attention (the baseline S²-Attn is compared with)."""
+    return F.scaled_dot_product_attention(q, repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1]),
+                                          is_causal=True, scale=scale)
+
+
+__all__ = [
+    "BACKENDS",
+    "s2_attention",
+    "s2_attention_mask",
+    "s2_attention_roll_leaky",
+    "full_causal_attention",
+    "pick_backend",
+    "group_boundaries",
+    "flash_available",
+    "repeat_kv",
+]

@@ -1,0 +1,132 @@
+"""The "s2attn" attention implementation inside real transformers models (tiny random configs, no downloads)."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, MistralConfig, Qwen2Config
+
+import longlora_mini
+from longlora_mini.hf_attention import group_size_for, key_padding_from_4d
+
+SIZES = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+FAMILIES = {
+    "llama": lambda: LlamaConfig(**SIZES, num_key_value_heads=2),
+    "mistral": lambda: MistralConfig(**SIZES, num_key_value_heads=2),
+    "qwen2": lambda: Qwen2Config(**SIZES, num_key_value_heads=2),
+    "gpt_neox": lambda: GPTNeoXConfig(**SIZES),
+}
+
+
+def twin_models(family, **config_fields):
+    """The same random weights twice: once with "s2attn", once with transformers' "sdpa"."""
+    config = FAMILIES[family]()
+    for name, value in config_fields.items():
+        setattr(config, name, value)
+    torch.manual_seed(0)
+    s2 = AutoModelForCausalLM.from_config(config, attn_implementation="s2attn")
+    sdpa = AutoModelForCausalLM.from_config(FAMILIES[family](), attn_implementation="sdpa")
+    sdpa.load_state_dict(s2.state_dict())
+    return s2, sdpa
+
+
+def batch(n=24, pad_left=5):
+    torch.manual_seed(1)
+    ids = torch.randint(0, SIZES["vocab_size"], (2, n))
+    mask = torch.ones(2, n, dtype=torch.long)
+    mask[0, :pad_left] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eval_mode_is_transformers_sdpa_bit_for_bit(family):
+    s2, sdpa = twin_models(family)
+    assert s2.config._attn_implementation == "s2attn"
+    s2.eval(), sdpa.eval()
+    ids, mask = batch()
+    with torch.no_grad():
+        assert torch.equal(s2(ids, attention_mask=mask).logits, sdpa(ids, attention_mask=mask).logits)
+        assert torch.equal(s2(ids).logits, sdpa(ids).logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_mode_runs_s2_attention(family):
+    s2, sdpa = twin_models(family)
+    s2.train(), sdpa.train()
+    ids, _ = batch()
+    out = s2(ids, labels=ids, use_cache=False)
+    full = sdpa(ids, labels=ids, use_cache=False)
+    # positions inside the first group see exactly what full attention sees there ...
+    g = group_size_for(ids.shape[1], 0.25)
+    torch.testing.assert_close(out.logits[:, : g // 2], full.logits[:, : g // 2], atol=1e-5, rtol=1e-5)
+    # ... later positions see less, so the outputs differ
+    assert (out.logits[:, g:] - full.logits[:, g:]).abs().max() > 1e-3
+    out.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in s2.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_one_group_without_shift_in_train_mode_equals_full_attention(family):
+    s2, sdpa = twin_models(family, s2_group_size_ratio=1.0, s2_shift=False)
+    s2.train(), sdpa.train()
+    ids, mask = batch()
+    torch.testing.assert_close(
+        s2(ids, attention_mask=mask).logits[1], sdpa(ids, attention_mask=mask).logits[1], atol=1e-5, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_padding_side_does_not_change_training_outputs(family):
+    s2, _ = twin_models(family)
+    s2.train()
+    n, length = 20, 13
+    torch.manual_seed(2)
+    seq = torch.randint(0, SIZES["vocab_size"], (length,))
+    left = torch.zeros(1, n, dtype=torch.long)
+    right = torch.zeros(1, n, dtype=torch.long)
+    left[0, n - length:], right[0, :length] = seq, seq
+    left_mask, right_mask = (left != 0).long(), (right != 0).long()
+    left_mask[0, n - length:], right_mask[0, :length] = 1, 1
+    position_ids = (left_mask.cumsum(1) - 1).clamp(min=0)
+    a = s2(left, attention_mask=left_mask, position_ids=position_ids, use_cache=False).logits[0, n - length:]
+    b = s2(right, attention_mask=right_mask, use_cache=False).logits[0, :length]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_short_attention_config_differs_from_shifted():
+    shifted, _ = twin_models("llama")
+    short, _ = twin_models("llama", s2_shift=False)
+    shifted.train(), short.train()
+    ids, _ = batch()
+    assert (shifted(ids).logits - short(ids).logits).abs().max() > 1e-3
+
+
+def test_use_s2_attention_switches_a_loaded_model_and_checks_it():
+    config = LlamaConfig(**SIZES)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    longlora_mini.use_s2_attention(model, group_size_ratio=0.5, backend="sdpa")
+    assert model.config._attn_implementation == "s2attn" and model.config.s2_group_size_ratio == 0.5
+    odd = AutoModelForCausalLM.from_config(LlamaConfig(**(SIZES | dict(num_attention_heads=1))))
+    with pytest.raises(ValueError, match="Train it with full attention"):
+        longlora_mini.use_s2_attention(odd)
+    with pytest.raises(ValueError, match="s2_group_size_ratio must be in"):
+        longlora_mini.use_s2_attention(model, group_size_ratio=0)
+
+
+def test_attention_dropout_is_refused_in_training():
+    s2, _ = twin_models("llama", attention_dropout=0.1)
+    s2.train()
+    with pytest.raises(ValueError, match="attention_dropout = 0.0"):
+        s2(batch()[0])
+
+
+def test_key_padding_is_recovered_and_other_masks_refused():
+    n = 6
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    valid = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    mask = (causal & valid[:, None, :])[:, None]  # (b, 1, n, n) as transformers builds it
+    assert torch.equal(key_padding_from_4d(mask), valid)
+    assert key_padding_from_4d(causal[None, None].expand(2, 1, n, n)) is None
+    packed = mask.clone()
+    packed[1, 0, 4:, :4] = False  # two documents packed in one row
+    with pytest.raises(ValueError, match="causal mask with key padding only"):
+        key_padding_from_4d(packed)
