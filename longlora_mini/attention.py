@@ -209,13 +209,18 @@ def _split_heads(q, k, v):
     return tuple(halves)
 
 
+def _first_group_lengths(group_size: int, shift: bool) -> tuple[int, int]:
+    """Length of the first group for the unshifted and the shifted half of the heads."""
+    return group_size, (group_size - group_size // 2 if shift else group_size)
+
+
 def _sdpa(q, k, v, group_size, shift, scale):
     """S²-Attn from causal SDPA calls: plain groups for one half of the heads, groups shifted by G//2 for the other."""
-    (q1, k1, v1), (q2, k2, v2) = _split_heads(q, k, v)
-    first_shifted = group_size - group_size // 2 if shift else group_size
-    out_plain = _grouped_sdpa(q1, repeat_kv(k1, q1.shape[1]), repeat_kv(v1, q1.shape[1]), group_size, group_size, scale)
-    out_shift = _grouped_sdpa(q2, repeat_kv(k2, q2.shape[1]), repeat_kv(v2, q2.shape[1]), group_size, first_shifted, scale)
-    return torch.cat([out_plain, out_shift], dim=1)  # 2 x (b, h/2, n, d) -> (b, h, n, d)
+    outs = [
+        _grouped_sdpa(qh, repeat_kv(kh, qh.shape[1]), repeat_kv(vh, qh.shape[1]), group_size, first, scale)
+        for (qh, kh, vh), first in zip(_split_heads(q, k, v), _first_group_lengths(group_size, shift))
+    ]
+    return torch.cat(outs, dim=1)  # 2 x (b, h/2, n, d) -> (b, h, n, d)
 
 
 @functools.lru_cache(maxsize=32)
@@ -254,12 +259,8 @@ def group_boundaries(lengths: list[int], group_size: int, first: int) -> list[in
     """
     bounds, start = [0], 0
     for length in lengths:
-        cuts = [c for c in range(first, length, group_size)] + [length]
-        prev = 0
-        for c in cuts:
-            if c > prev:
-                bounds.append(start + c)
-            prev = c
+        cuts = [*range(first, length, group_size), length] if length else []  # group ends inside this sequence
+        bounds.extend(start + c for c in cuts)
         start += length
     return bounds
 
@@ -289,7 +290,7 @@ def _flash(q, k, v, group_size, shift, scale, attention_mask):
         return _gather_seq(x, order).transpose(1, 2).reshape(b * n, x.shape[1], d)[flat]
 
     outs = []
-    for (qh, kh, vh), first in zip(_split_heads(q, k, v), (group_size, group_size - group_size // 2 if shift else group_size)):
+    for (qh, kh, vh), first in zip(_split_heads(q, k, v), _first_group_lengths(group_size, shift)):
         cu = torch.tensor(group_boundaries(lengths, group_size, first), dtype=torch.int32, device=q.device)
         longest = int((cu[1:] - cu[:-1]).max())
         outs.append(flash_attn_varlen_func(unpad(qh), unpad(kh), unpad(vh), cu, cu, longest, longest,

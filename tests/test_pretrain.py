@@ -1,0 +1,73 @@
+"""Pretraining: the data mix does what it says, the schedule, and a short run end to end."""
+
+import json
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from longlora_mini import data
+from longlora_mini.passkey import QUESTION
+from longlora_mini.pretrain import MixedRows, PretrainConfig, learning_rate, pretrain
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return MixedRows(PretrainConfig(), data.load_tokenizer(), random.Random(0))
+
+
+def find(row, span):
+    return [i for i in range(len(row) - len(span) + 1) if row[i : i + len(span)] == span]
+
+
+def test_random_copy_rows_hold_the_same_random_span_twice(rows):
+    for _ in range(20):
+        row = rows.random_copy()
+        assert len(row) == 256
+        # some 8-token window occurs twice without overlapping
+        windows = {}
+        pairs = [(windows.setdefault(tuple(row[i : i + 8]), i), i) for i in range(249)]
+        assert any(j - i >= 8 for i, j in pairs)
+
+
+def test_passkey_rows_hold_a_whole_prompt_and_its_answer(rows):
+    tokenizer = rows.tokenizer
+    question = tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
+    starts = set()
+    for _ in range(30):
+        row = rows.passkey()
+        assert len(row) == 256
+        (q,) = find(row, question)
+        text = tokenizer.decode(row)
+        key = int(text.split("The pass key is ")[1].split(".")[0])
+        answer = tokenizer(f" {key}", add_special_tokens=False)["input_ids"]
+        assert row[q + len(question) : q + len(question) + len(answer)] == answer
+        starts.add(find(row, tokenizer("There is an important", add_special_tokens=False)["input_ids"])[0])
+    assert len(starts) > 5, "prompts start at many positions of the row"
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    config = PretrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    lrs = [learning_rate(s, config) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
+
+
+def test_pretrain_runs_and_writes_a_checkpoint_atomically(tmp_path):
+    out = tmp_path / "model"
+    config = PretrainConfig(
+        steps=6, batch_size=2, warmup_steps=2, passkey_warmup_steps=2, passkey_warmup_batch=2,
+        layers=2, hidden_size=64, intermediate_size=128, heads=4,
+    )
+    model, report = pretrain(config, out, show_progress=False, eval_windows=2, passkey_trials=1)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 7))
+    assert all(m["loss"] > 0 and m["tokens_per_s"] > 0 for m in metrics)
+    assert not (tmp_path / "model.tmp").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(str(out))
+    torch.testing.assert_close(reloaded.lm_head.weight, model.lm_head.weight)
+    assert set(report["corpora"]) == set(data.CORPORA)
+    assert (out / "loss_curve.png").stat().st_size > 0
+    assert json.loads((out / "pretrain_config.json").read_text())["steps"] == 6
