@@ -143,6 +143,15 @@ def assign_splits(docs: list[Document]) -> dict[str, str]:
 # ----------------------------------------------------------------------------- tokenizer
 
 
+def tokenizer_training_texts(docs: dict[str, list[Document]]) -> list[str]:
+    """The train-split documents of every corpus: what the tokenizer is trained on."""
+    texts = []
+    for corpus in CORPORA:
+        splits = assign_splits(docs[corpus])
+        texts.extend(d.text for d in docs[corpus] if splits[d.name] == "train")
+    return texts
+
+
 def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
     """Byte-level BPE with single-digit tokens (numbers, such as pass keys, are read digit by digit)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -197,8 +206,7 @@ def build(data_dir: Path = DATA_DIR, *, retrain_tokenizer: bool = False) -> dict
     splits = {corpus: assign_splits(corpus_docs) for corpus, corpus_docs in docs.items()}
     tokenizer_dir = data_dir / "tokenizer"
     if retrain_tokenizer or not (tokenizer_dir / "tokenizer.json").exists():
-        train_texts = [d.text for c in CORPORA for d in docs[c] if splits[c][d.name] == "train"]
-        train_tokenizer(train_texts).save_pretrained(str(tokenizer_dir))
+        train_tokenizer(tokenizer_training_texts(docs)).save_pretrained(str(tokenizer_dir))
     tokenizer = load_tokenizer(tokenizer_dir)
     if len(tokenizer) > 2**16:
         raise ValueError(f"vocabulary of {len(tokenizer)} does not fit uint16 token files")
@@ -236,7 +244,7 @@ def compare_manifests(expected: dict, actual: dict) -> list[str]:
         for key in ("split", "characters", "tokens", "sha256"):
             if want[name][key] != got[name][key]:
                 problems.append(f"{name}: {key} {got[name][key]} != expected {want[name][key]}")
-    for name in sorted(want_file for want_file in expected["token_files"]):
+    for name in sorted(expected["token_files"]):
         if expected["token_files"][name] != actual["token_files"].get(name):
             problems.append(f"token file {name} differs from the manifest")
     return problems

@@ -165,21 +165,28 @@ def plot_loss_curve(metrics: list[dict], path: Path) -> None:
     save(fig, path)
 
 
-def save_atomically(model, tokenizer, out_dir: Path, metrics: list[dict], extra_files: dict[str, str]) -> None:
-    """Write the checkpoint into a temporary folder, then rename it into place."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
+def _write_then_swap(out_dir: Path, write) -> None:
+    """Call write(tmp) on a fresh temporary folder, then rename it onto out_dir (the old one is removed last)."""
+    tmp, old = out_dir.with_name(out_dir.name + ".tmp"), out_dir.with_name(out_dir.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    for name, text in extra_files.items():
-        (tmp / name).write_text(text)
-    plot_loss_curve(metrics, tmp / "loss_curve.png")
-    old = out_dir.with_name(out_dir.name + ".old")
+    write(tmp)
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def save_atomically(model, tokenizer, out_dir: Path, metrics: list[dict], extra_files: dict[str, str]) -> None:
+    """Write the checkpoint into a temporary folder, then rename it into place."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for name, text in extra_files.items():
+            (tmp / name).write_text(text)
+        plot_loss_curve(metrics, tmp / "loss_curve.png")
+
+    _write_then_swap(Path(out_dir), write)
 
 
 def pretrain(
@@ -199,7 +206,7 @@ def pretrain(
     model = build_model(config, len(tokenizer))
     rows = MixedRows(config, tokenizer, random.Random(config.seed))
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         (no_decay if param.dim() < 2 else decay).append(param)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -223,11 +230,7 @@ def pretrain(
         metrics.append({"step": step + 1, "loss": round(loss.item(), 4), "lr": lr, "tokens_per_s": round(tokens_per_s)})
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if snapshot_every and (step + 1) % snapshot_every == 0:  # weights only, to look at while it trains
-            snapshot = Path(out_dir).with_name(Path(out_dir).name + ".snapshot")
-            partial = snapshot.with_name(snapshot.name + ".tmp")
-            model.save_pretrained(partial)
-            shutil.rmtree(snapshot, ignore_errors=True)
-            os.replace(partial, snapshot)
+            _write_then_swap(Path(out_dir).with_name(Path(out_dir).name + ".snapshot"), model.save_pretrained)
     report = evaluate_base_model(model, tokenizer, config.seq_len, windows=eval_windows, passkey_trials=passkey_trials)
     save_atomically(
         model, tokenizer, out_dir, metrics,

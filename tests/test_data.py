@@ -35,9 +35,7 @@ def test_rebuild_reproduces_the_committed_manifest(rebuilt):
 
 def test_retraining_the_tokenizer_reproduces_it(tmp_path):
     docs = {c: data.read_corpus(c) for c in data.CORPORA}
-    splits = {c: data.assign_splits(d) for c, d in docs.items()}
-    texts = [d.text for c in data.CORPORA for d in docs[c] if splits[c][d.name] == "train"]
-    data.train_tokenizer(texts).save_pretrained(str(tmp_path))
+    data.train_tokenizer(data.tokenizer_training_texts(docs)).save_pretrained(str(tmp_path))
     assert json.loads((tmp_path / "tokenizer.json").read_text()) == json.loads((data.TOKENIZER_DIR / "tokenizer.json").read_text())
 
 
