@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from .smoke import pick
 
@@ -77,6 +78,116 @@ def _pretrain(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import os
+
+    from .smoke import smoke_mode
+    from .train import SMOKE_OVERRIDES, config_from_args, train
+
+    report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        print({k: v for k, v in report.items() if k.startswith("val_loss")})
+    return 0
+
+
+def _merge(args) -> int:
+    from .merge import merge
+
+    out = merge(args.trained, args.out, base=args.base)
+    print(f"wrote the merged model to {out}: load it with AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0
+
+
+def _plan(args) -> int:
+    from .plan import format_plan, plan, write_json
+
+    result = plan(
+        args.model, args.context_length, method=args.method, attention=args.attention, strategy=args.strategy,
+        gpus=args.gpus, gpu_memory_gib=args.gpu_memory, micro_batch=args.batch_size, grad_accum=args.grad_accum,
+        gradient_checkpointing=args.gradient_checkpointing, kernel=args.kernel, group_size_ratio=args.group_size_ratio,
+    )
+    print(format_plan(result))
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _load_models(args):
+    """[(label, model, tokenizer)] for the repeated --model / --label options."""
+    from .models import load_any
+
+    labels, pi = args.label or [], args.pi_length or []
+    for name, given in (("--label", labels), ("--pi-length", pi)):
+        if given and len(given) != len(args.model):
+            raise SystemExit(f"give one {name} per --model ({len(args.model)} models, {len(given)} values; 0 = no PI)")
+    out = []
+    for i, spec in enumerate(args.model):
+        model, tokenizer = load_any(spec, pi_length=pi[i] if pi else None)
+        out.append((labels[i] if labels else str(spec), model, tokenizer))
+    return out
+
+
+def _eval_ppl(args) -> int:
+    import json
+
+    from . import data
+    from .evaluate import perplexity_by_length, plot_perplexity
+
+    lengths = args.lengths or pick([256, 512, 1024, 2048], [256, 512])
+    max_tokens = args.max_tokens or pick(None, 4096)
+    curves = {}
+    for label, model, tokenizer in _load_models(args):
+        tokens = data.corpus_tokens(args.data, args.split, tokenizer)
+        rows = perplexity_by_length(model, tokens, lengths, protocol=args.protocol, stride=args.stride,
+                                    max_tokens=max_tokens, batch_size=args.batch_size, attention=args.attention)
+        curves[label] = rows
+        print(f"{label}: " + ", ".join(f"{r['length']}: {r['perplexity']:.2f}" for r in rows))
+    title = f"{args.data} ({args.split}), {args.protocol} perplexity" + (f", {args.attention} attention" if args.attention != "full" else "")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"data": args.data, "split": args.split, "protocol": args.protocol,
+                                               "attention": args.attention, "max_tokens": max_tokens, "curves": curves}, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_perplexity(curves, title, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _eval_passkey(args) -> int:
+    import json
+
+    from .passkey import passkey_grid, plot_passkey_heatmap
+
+    lengths = args.lengths or pick([256, 512, 1024, 2048], [256, 512])
+    trials = args.trials or pick(10, 2)
+    results = {}
+    for label, model, tokenizer in _load_models(args):
+        grid = passkey_grid(model, tokenizer, lengths, args.depths, trials, seed=args.seed)
+        results[label] = grid
+        for n, row in zip(lengths, grid["accuracy"]):
+            print(f"{label} at {n}: " + "  ".join(f"{d:.0%}: {a:.0%}" for d, a in zip(args.depths, row)))
+        if args.plot:
+            path = Path(args.plot)
+            path = path if len(args.model) == 1 else path.with_name(f"{path.stem}-{len(results)}{path.suffix}")
+            plot_passkey_heatmap(grid, f"passkey retrieval: {label}", path=path)
+            print(f"wrote {path}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0,0.5,1, got {text!r}") from None
+    if not values or not all(0 <= v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"depths are shares of the filler, between 0 and 1; got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longlora-mini", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (e.g. which attention backend ran)")
@@ -108,6 +219,61 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--repeat-share", dest="repeat_share", type=float, help="share of rows with a repeated span")
     pre.add_argument("--passkey-share", dest="passkey_share", type=float, help="share of passkey rows")
     pre.set_defaults(run=_pretrain)
+
+    from .train import add_arguments
+
+    train_cmd = commands.add_parser("train", help="extend a model's context: position interpolation + S²-Attn + LoRA+")
+    add_arguments(train_cmd)
+    train_cmd.set_defaults(run=_train)
+
+    merge_cmd = commands.add_parser("merge", help="fold a trained run into a plain Hugging Face model")
+    merge_cmd.add_argument("trained", help="the final/ folder of a train run")
+    merge_cmd.add_argument("--out", required=True, help="where to write the merged model")
+    merge_cmd.add_argument("--base", help="the base model, if it moved since training")
+    merge_cmd.set_defaults(run=_merge)
+
+    from .plan import PRESETS, STRATEGIES
+
+    plan_cmd = commands.add_parser("plan", help="memory per GPU and FLOPs of a run, before renting GPUs")
+    plan_cmd.add_argument("--model", default="llama2-7b", help=f"a preset ({', '.join(PRESETS)}) or a config.json")
+    plan_cmd.add_argument("--context-length", type=int, default=8192)
+    plan_cmd.add_argument("--method", choices=["full", "lora", "lora+"], default="lora+")
+    plan_cmd.add_argument("--attention", choices=["full", "s2", "short"], default="s2")
+    plan_cmd.add_argument("--group-size-ratio", type=float, default=0.25)
+    plan_cmd.add_argument("--strategy", choices=STRATEGIES, default="zero2")
+    plan_cmd.add_argument("--gpus", type=int, default=8)
+    plan_cmd.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU")
+    plan_cmd.add_argument("--batch-size", type=int, default=1)
+    plan_cmd.add_argument("--grad-accum", type=int, default=8)
+    plan_cmd.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
+    plan_cmd.add_argument("--kernel", choices=["flash", "sdpa"], default="flash")
+    plan_cmd.add_argument("--json", help="also write every figure to this JSON file")
+    plan_cmd.set_defaults(run=_plan)
+
+    eval_cmd = commands.add_parser("eval", help="perplexity across lengths, passkey retrieval").add_subparsers(dest="what", required=True)
+    for name, helptext in (("ppl", "perplexity against evaluation length"), ("passkey", "passkey retrieval by length and depth")):
+        sub = eval_cmd.add_parser(name, help=helptext)
+        sub.add_argument("--model", action="append", required=True,
+                         help="'mini', 'smollm2', a model folder or a train run's final/ folder; repeat to compare")
+        sub.add_argument("--label", action="append", help="a name per --model for tables and plots")
+        sub.add_argument("--pi-length", type=int, action="append",
+                         help="position interpolation for this length without training, one per --model (0: none)")
+        sub.add_argument("--lengths", type=_int_list, help="evaluation lengths (default 256,512,1024,2048; smoke 256,512)")
+        sub.add_argument("--json", help="write every figure to this JSON file")
+        sub.add_argument("--plot", help="write the figure to this image file")
+    ppl, passkey = eval_cmd.choices["ppl"], eval_cmd.choices["passkey"]
+    ppl.add_argument("--data", default="books", help="corpus names (books, code, books,code) or a uint16 token file")
+    ppl.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ppl.add_argument("--protocol", choices=["strided", "official"], default="strided")
+    ppl.add_argument("--stride", type=int, help="strided protocol: new tokens per window (default: the length)")
+    ppl.add_argument("--attention", choices=["full", "s2", "short"], default="full", help="score with this pattern")
+    ppl.add_argument("--max-tokens", type=int, help="evaluate the first N tokens only (default all; smoke 4096)")
+    ppl.add_argument("--batch-size", type=int, default=4)
+    ppl.set_defaults(run=_eval_ppl)
+    passkey.add_argument("--depths", type=_float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    passkey.add_argument("--trials", type=int, help="keys per (length, depth) cell (default 10, the official count; smoke 2)")
+    passkey.add_argument("--seed", type=int, default=0)
+    passkey.set_defaults(run=_eval_passkey)
     return parser
 
 

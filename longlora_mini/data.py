@@ -269,3 +269,47 @@ def packed_rows(corpora: tuple[str, ...] | list[str], split: str, seq_len: int, 
             raise ValueError(f"{corpus}/{split} has {len(stream)} tokens, fewer than one row of {seq_len}")
         rows.append(stream[:usable].reshape(-1, seq_len))  # (tokens,) -> (rows, seq_len)
     return Dataset.from_dict({"input_ids": np.concatenate(rows)}).with_format("torch")
+
+
+def corpus_tokens(source: str, split: str, tokenizer) -> np.ndarray:
+    """The EOS-joined token stream (int64) of a split for corpus names ("books,code") or a uint16 token file.
+
+    The committed token files are in the project tokenizer's ids; any other tokenizer gets the same
+    documents tokenized afresh (so SmolLM2 and Llama train on the same text).
+    """
+    path = Path(source)
+    if path.suffix == ".bin" or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"no token file at {path}")
+        stream = np.fromfile(path, dtype=np.uint16).astype(np.int64)
+    else:
+        corpora = [c.strip() for c in source.split(",") if c.strip()]
+        unknown = sorted(set(corpora) - set(CORPORA))
+        if unknown or not corpora:
+            raise ValueError(f"--data takes corpus names from {CORPORA} or a .bin token file, got {source!r}")
+        if _is_project_tokenizer(tokenizer):
+            stream = np.concatenate([np.asarray(load_tokens(c, split), dtype=np.int64) for c in corpora])
+        else:
+            stream = np.concatenate([_tokenize_corpus(c, split, tokenizer) for c in corpora])
+    vocab = len(tokenizer)
+    if len(stream) and int(stream.max()) >= vocab:
+        raise ValueError(
+            f"{source} holds token id {int(stream.max())}, beyond this model's vocabulary of {vocab}: "
+            "it was tokenized for another model; pass corpus names instead so the text is tokenized for this one"
+        )
+    return stream
+
+
+def _is_project_tokenizer(tokenizer) -> bool:
+    return len(tokenizer) == VOCAB_SIZE and tokenizer.get_vocab() == load_tokenizer().get_vocab()
+
+
+def _tokenize_corpus(corpus: str, split: str, tokenizer) -> np.ndarray:
+    docs = read_corpus(corpus)
+    splits = assign_splits(docs)
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for doc in docs:
+        if splits[doc.name] == split:
+            ids += tokenizer(doc.text, add_special_tokens=False)["input_ids"] + [eos]
+    return np.asarray(ids, dtype=np.int64)

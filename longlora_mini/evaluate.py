@@ -67,3 +67,134 @@ def evaluate_base_model(model, tokenizer, seq_len: int = 256, *, windows: int | 
         "accuracy": passkey_accuracy(model, tokenizer, prompt_len, passkey_trials, seed=1234),
     }
     return report
+
+
+# ---------------------------------------------------------------------------------------- perplexity by length
+
+PROTOCOLS = ("strided", "official")
+OFFICIAL_STEP = 256  # the official eval.py starts a window every 256 tokens
+
+
+def check_tokens(model, tokens: np.ndarray, length: int) -> None:
+    """Refuse what would give a silent wrong answer: too little data, ids beyond the vocabulary."""
+    if len(tokens) <= length:
+        raise ValueError(
+            f"evaluation length {length} needs more than {length} tokens, the data has {len(tokens)}: "
+            "use shorter --lengths or a larger split"
+        )
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if int(tokens.max()) >= vocab:
+        raise ValueError(
+            f"the data holds token id {int(tokens.max())} but the model's vocabulary has {vocab} entries: "
+            "the token file was made with another tokenizer (pass corpus names to tokenize for this model)"
+        )
+
+
+def strided_windows(num_tokens: int, length: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, first_scored) of each window: standard sliding-window perplexity.
+
+    Every token after the first is scored exactly once. Each window holds at most `length` tokens and
+    scores the ones no earlier window scored: min(stride, length - 1) new tokens (one token of a full
+    window is always context), so each scored token sees at least length - stride tokens before it
+    (fewer only at the start of the stream). stride = length gives windows that overlap by one token.
+    """
+    if not 0 < stride <= length:
+        raise ValueError(f"stride must be in (0, length]; got stride={stride}, length={length}")
+    step = min(stride, length - 1)
+    windows, scored_until = [], 1  # token 0 has no context and is never scored
+    while scored_until < num_tokens:
+        end = min(max(scored_until + step, length), num_tokens)
+        windows.append((max(0, end - length), end, scored_until))
+        scored_until = end
+    return windows
+
+
+@torch.no_grad()
+def _window_nll(model, tokens: np.ndarray, windows, batch_size: int, desc: str, show_progress: bool):
+    """Per-window (sum of NLL over scored tokens, count, mean NLL over scored tokens)."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    out = []
+    for first in tqdm(range(0, len(windows), batch_size), desc=desc, disable=not show_progress, leave=False):
+        chunk = windows[first : first + batch_size]
+        width = max(end - start for start, end, _ in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for row, (start, end, _) in enumerate(chunk):
+            ids[row, : end - start] = torch.from_numpy(tokens[start:end].astype(np.int64))
+            mask[row, : end - start] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=None if bool(mask.all()) else mask).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (b, w-1)
+        for row, (start, end, scored_from) in enumerate(chunk):
+            part = nll[row, scored_from - start - 1 : end - start - 1]  # nll[t - 1] scores token t
+            out.append((part.sum().item(), part.numel(), part.mean().item()))
+    return out
+
+
+def perplexity(
+    model,
+    tokens: np.ndarray,
+    length: int,
+    *,
+    protocol: str = "strided",
+    stride: int | None = None,
+    max_tokens: int | None = None,
+    batch_size: int = 4,
+    attention: str = "full",
+    show_progress: bool = True,
+) -> dict:
+    """Perplexity of `tokens` at evaluation length `length`.
+
+    strided (default, the standard definition): exp(total NLL / tokens scored), every token once,
+    windows of `length` advancing by `stride` (default `length`).
+    official (LongLoRA's eval.py): windows of `length` starting every 256 tokens, every token of each
+    window scored, exp of the *mean of per-window mean losses*; tokens early in the stream are scored
+    with short context in many windows, later ones in several overlapping windows.
+    `max_tokens` evaluates only the first tokens of the stream (the official script also evaluates a part).
+    attention="s2" or "short" scores with that training-time pattern (the paper's pilot study; the model
+    is switched to it, and run in training mode without gradients), "full" with ordinary attention.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    tokens = tokens[:max_tokens] if max_tokens else tokens
+    check_tokens(model, tokens, length)
+    if protocol == "strided":
+        windows = strided_windows(len(tokens), length, stride or length)
+    else:
+        windows = [(s, s + length, s + 1) for s in range(0, len(tokens) - length, OFFICIAL_STEP)]
+    was_training = model.training
+    if attention != "full":
+        from .extend import set_attention
+
+        set_attention(model, attention)
+    model.train(attention != "full")  # S²-Attn runs in training mode only; no dropout in these models
+    per_window = _window_nll(model, tokens, windows, batch_size, f"{protocol} ppl at {length}", show_progress)
+    model.train(was_training)
+    if protocol == "strided":
+        loss = sum(s for s, _, _ in per_window) / sum(c for _, c, _ in per_window)
+    else:
+        loss = float(np.mean([m for _, _, m in per_window]))
+    return {"length": length, "protocol": protocol, "attention": attention, "perplexity": math.exp(loss), "loss": loss,
+            "windows": len(windows), "tokens_scored": sum(c for _, c, _ in per_window)}
+
+
+def perplexity_by_length(model, tokens: np.ndarray, lengths, **kwargs) -> list[dict]:
+    return [perplexity(model, tokens, n, **kwargs) for n in lengths]
+
+
+def plot_perplexity(curves: dict[str, list[dict]], title: str, path=None):
+    """Perplexity against evaluation length, one line per model; returns the figure (saved if path)."""
+    from .plotting import figure, length_axis, save
+
+    fig, (ax,) = figure(title=title)
+    lengths = sorted({r["length"] for rows in curves.values() for r in rows})
+    for label, rows in curves.items():
+        ax.plot([r["length"] for r in rows], [r["perplexity"] for r in rows], marker="o", label=label)
+    length_axis(ax, lengths, "evaluation length (tokens)")
+    ax.set_ylabel("perplexity")
+    ax.legend(fontsize=8)
+    if path:
+        save(fig, path)
+    return fig

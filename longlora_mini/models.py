@@ -47,3 +47,35 @@ def load_smollm2(**kwargs):
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, **kwargs)
     return model, tokenizer
+
+
+def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: str = "linear"):
+    """(model, tokenizer) in eval mode for any local causal LM the commands accept.
+
+    "mini" (the committed base model), "smollm2", a `longlora-mini train` run's final/ folder (adapter
+    on its extended base), or any Hugging Face causal-LM folder (plain or merged). `pi_length` sets
+    position interpolation for that length without training (the paper's "PI only" baseline).
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .extend import load_extended
+    from .merge import load_trained
+    from .train import RUN_RECORD
+
+    if str(spec) == "smollm2":
+        if pi_length:
+            raise ValueError("--pi-length is for local folders; SmolLM2 already has an 8192-token context")
+        model, tokenizer = load_smollm2()
+        return model.eval(), tokenizer
+    path = MODEL_DIR if str(spec) == "mini" else Path(spec)
+    if not (path / "config.json").exists() and not (path / RUN_RECORD).exists():
+        raise FileNotFoundError(f"no model at {path}: pass a model folder, a train run's final/ folder, 'mini' or 'smollm2'")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if (path / RUN_RECORD).exists() and (path / "adapter_config.json").exists():
+        if pi_length:
+            raise ValueError("--pi-length applies to base models; a trained run already carries its rope scaling")
+        return load_trained(path), tokenizer
+    architectures = AutoConfig.from_pretrained(str(path)).architectures or []
+    if not any(a.endswith("ForCausalLM") for a in architectures):
+        raise ValueError(f"{path} is not a causal language model (architectures: {architectures}); pass a …ForCausalLM")
+    return load_extended(path, pi_length, rope_scaling).eval(), tokenizer

@@ -94,3 +94,43 @@ def passkey_accuracy(model, tokenizer, length: int, trials: int, *, seed: int = 
         hits += retrieve(model, tokenizer, sample) == sample.key
     model.train(was_training)
     return hits / trials
+
+
+def passkey_grid(model, tokenizer, lengths, depths, trials: int, *, seed: int = 0, show_progress: bool = True) -> dict:
+    """Accuracy per (length, depth): `trials` random keys in each cell, the key line at that depth."""
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    cells = [(n, d) for n in lengths for d in depths]
+    accuracy = {}
+    for n, d in tqdm(cells, desc="passkey", disable=not show_progress, leave=False):
+        rng = random.Random(f"{seed}-{n}-{d}")  # each cell its own keys, the same whatever else is asked
+        samples = [random_passkey_sample(tokenizer, n, rng, d) for _ in range(trials)]
+        accuracy[(n, d)] = sum(retrieve(model, tokenizer, s) == s.key for s in samples) / trials
+    model.train(was_training)
+    return {"lengths": list(lengths), "depths": list(depths), "trials": trials, "seed": seed,
+            "accuracy": [[accuracy[(n, d)] for d in depths] for n in lengths]}
+
+
+def plot_passkey_heatmap(grid: dict, title: str, ax=None, path=None):
+    """Accuracy heatmap: rows = prompt length, columns = depth of the key; returns the figure."""
+    from .plotting import figure, save
+
+    fig = None
+    if ax is None:
+        fig, (ax,) = figure(title=title)
+    else:
+        ax.set_title(title, fontsize=10)
+    image = ax.imshow(grid["accuracy"], cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(grid["depths"])), [f"{d:.0%}" for d in grid["depths"]])
+    ax.set_yticks(range(len(grid["lengths"])), [str(n) for n in grid["lengths"]])
+    ax.set_xlabel("depth of the key in the filler")
+    ax.set_ylabel("prompt length (tokens)")
+    for i, row in enumerate(grid["accuracy"]):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=8)
+    (fig or ax.figure).colorbar(image, ax=ax, fraction=0.046)
+    if path and fig is not None:
+        save(fig, path)
+    return fig or ax.figure

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data
+from .files import write_then_swap
 from .passkey import random_passkey_sample
 
 MODEL_DIR = data.DATA_DIR / "mini-llama-256"
@@ -165,17 +164,6 @@ def plot_loss_curve(metrics: list[dict], path: Path) -> None:
     save(fig, path)
 
 
-def _write_then_swap(out_dir: Path, write) -> None:
-    """Call write(tmp) on a fresh temporary folder, then rename it onto out_dir (the old one is removed last)."""
-    tmp, old = out_dir.with_name(out_dir.name + ".tmp"), out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_atomically(model, tokenizer, out_dir: Path, metrics: list[dict], extra_files: dict[str, str]) -> None:
     """Write the checkpoint into a temporary folder, then rename it into place."""
 
@@ -186,7 +174,7 @@ def save_atomically(model, tokenizer, out_dir: Path, metrics: list[dict], extra_
             (tmp / name).write_text(text)
         plot_loss_curve(metrics, tmp / "loss_curve.png")
 
-    _write_then_swap(Path(out_dir), write)
+    write_then_swap(Path(out_dir), write)
 
 
 def pretrain(
@@ -230,7 +218,7 @@ def pretrain(
         metrics.append({"step": step + 1, "loss": round(loss.item(), 4), "lr": lr, "tokens_per_s": round(tokens_per_s)})
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if snapshot_every and (step + 1) % snapshot_every == 0:  # weights only, to look at while it trains
-            _write_then_swap(Path(out_dir).with_name(Path(out_dir).name + ".snapshot"), model.save_pretrained)
+            write_then_swap(Path(out_dir).with_name(Path(out_dir).name + ".snapshot"), model.save_pretrained)
     report = evaluate_base_model(model, tokenizer, config.seq_len, windows=eval_windows, passkey_trials=passkey_trials)
     save_atomically(
         model, tokenizer, out_dir, metrics,

@@ -30,3 +30,27 @@ def test_pretrain_in_smoke_mode_writes_a_checkpoint(tmp_path):
 def test_bad_lengths_are_refused_with_a_message(tmp_path):
     result = run_cli("bench", "attention", "--lengths", "abc", tmp_path=tmp_path)
     assert result.returncode == 2 and "comma-separated integers" in result.stderr
+
+
+def test_train_then_merge_in_smoke_mode(tmp_path):
+    result = run_cli("train", "--output-dir", "run", "--report-to", "none", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 4  # smoke: 4 steps at 512
+    assert (tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.json").exists()
+    merged = run_cli("merge", "run/final", "--out", "merged", tmp_path=tmp_path)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert config["max_position_embeddings"] == 512 and config["rope_parameters"]["factor"] == 2.0
+
+
+def test_merge_refuses_a_folder_that_is_not_a_run(tmp_path):
+    result = run_cli("merge", str(tmp_path), "--out", "merged", tmp_path=tmp_path)
+    assert result.returncode != 0 and "pass the final/ folder" in result.stderr
+
+
+def test_train_refuses_a_token_file_beyond_the_vocabulary(tmp_path):
+    import numpy as np
+
+    np.array([1, 2, 60000] * 400, dtype=np.uint16).tofile(tmp_path / "other.bin")
+    result = run_cli("train", "--data", "other.bin", "--output-dir", "run", "--report-to", "none", tmp_path=tmp_path)
+    assert result.returncode != 0 and "beyond this model's vocabulary of 4096" in result.stderr

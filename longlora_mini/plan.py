@@ -1,0 +1,254 @@
+"""How much memory and compute a context-extension run needs, before renting the GPUs.
+
+    longlora-mini plan --model llama2-7b --context-length 100000 --method lora+ --attention s2 \\
+        --strategy zero3 --gpus 8 --gpu-memory 80
+
+Counting conventions (stated so that every figure can be checked by hand):
+- FLOPs: 2 per multiply-add. Per token and layer a forward pass costs 2 x (q/k/v/o projections
+  d(2d + 2 d_kv) + MLP 3 d f + attention 2 n_att d), where n_att is the number of keys each query is
+  charged for: n for full attention, G for S²-Attn (the paper's count, which charges a causal query
+  for the whole window, as the paper's shares do); the LM head adds 2 V d. A training step is 3x the
+  forward (forward + backward); gradient checkpointing recomputes the forward once more (4x).
+- Memory per GPU: weights (bf16 under DeepSpeed/FSDP; frozen bf16 + fp32 trainable otherwise),
+  gradients and AdamW states of the trainable weights (fp32, sharded by ZeRO-2/3 and FSDP, on the CPU
+  with offload), activations kept for the backward pass in bf16 (per token and layer 6d + 2 d_kv + 4f
+  values; with checkpointing only each layer's input, d values, plus one layer being recomputed), the
+  logits (bf16, their fp32 copy and its gradient: 10 bytes per token per vocabulary entry), and the
+  attention workspace: flash-attn keeps O(n) (the log-sum-exp), SDPA's math kernel keeps the
+  attention weights (h x n x n_att in bf16) of each layer it stores. 2 GiB per GPU is held back for
+  the CUDA context and the allocator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+GIB = 2**30
+RESERVED_GIB = 2.0
+STRATEGIES = ("ddp", "fsdp", "zero2", "zero3", "zero3_offload")
+CONFIG_FILES = {
+    "ddp": "configs/accelerate/ddp_8gpu.yaml",
+    "fsdp": "configs/accelerate/fsdp_8gpu.yaml",
+    "zero2": "configs/accelerate/deepspeed_zero2.yaml",
+    "zero3": "configs/accelerate/deepspeed_zero3.yaml",
+    "zero3_offload": "configs/accelerate/deepspeed_zero3_offload.yaml",
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    layers: int
+    hidden: int
+    ffn: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    trained_length: int
+    tied: bool = False
+
+    @property
+    def kv_dim(self) -> int:
+        return self.hidden // self.heads * self.kv_heads
+
+    def parameters(self) -> int:
+        d = self.hidden
+        per_layer = d * (2 * d + 2 * self.kv_dim) + 3 * d * self.ffn + 2 * d
+        return self.layers * per_layer + self.vocab * d * (1 if self.tied else 2) + d
+
+
+PRESETS = {
+    "llama2-7b": Architecture(layers=32, hidden=4096, ffn=11008, heads=32, kv_heads=32, vocab=32000, trained_length=4096),
+    "llama2-13b": Architecture(layers=40, hidden=5120, ffn=13824, heads=40, kv_heads=40, vocab=32000, trained_length=4096),
+    "llama2-70b": Architecture(layers=80, hidden=8192, ffn=28672, heads=64, kv_heads=8, vocab=32000, trained_length=4096),
+}
+
+
+HUB_IDS = {"llama2-7b": "meta-llama/Llama-2-7b-hf", "llama2-13b": "meta-llama/Llama-2-13b-hf",
+           "llama2-70b": "meta-llama/Llama-2-70b-hf"}
+
+
+def architecture(model: str) -> Architecture:
+    """A preset name or the path of a config.json (or of a folder holding one)."""
+    if model in PRESETS:
+        return PRESETS[model]
+    path = Path(model)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.exists():
+        raise ValueError(f"--model takes a preset ({', '.join(PRESETS)}) or a config.json path; got {model!r}")
+    c = json.loads(path.read_text())
+    heads = c["num_attention_heads"]
+    return Architecture(
+        layers=c["num_hidden_layers"], hidden=c["hidden_size"], ffn=c["intermediate_size"], heads=heads,
+        kv_heads=c.get("num_key_value_heads", heads), vocab=c["vocab_size"],
+        trained_length=c.get("max_position_embeddings", 0), tied=c.get("tie_word_embeddings", False),
+    )
+
+
+def trainable_parameters(arch: Architecture, method: str, rank: int = 8) -> int:
+    d = arch.hidden
+    if method == "full":
+        return arch.parameters()
+    lora = arch.layers * rank * ((d + d) + 2 * (d + arch.kv_dim) + (d + d))
+    if method == "lora":
+        return lora
+    return lora + arch.vocab * d + (2 * arch.layers + 1) * d
+
+
+def attended_keys(context: int, attention: str, group_size_ratio: float) -> int:
+    return context if attention == "full" else max(2, round(context * group_size_ratio))
+
+
+def flops_per_token(arch: Architecture, n_att: int) -> dict[str, float]:
+    """Forward FLOPs per token: projections, MLP, attention, LM head."""
+    d, layers = arch.hidden, arch.layers
+    parts = {
+        "projections": 2 * layers * d * (2 * d + 2 * arch.kv_dim),
+        "mlp": 2 * layers * 3 * d * arch.ffn,
+        "attention": 2 * layers * 2 * n_att * d,
+        "lm_head": 2 * arch.vocab * d,
+    }
+    return parts
+
+
+@dataclass
+class Plan:
+    model: str
+    context_length: int
+    method: str
+    attention: str
+    strategy: str
+    gpus: int
+    gpu_memory_gib: float
+    micro_batch: int
+    grad_accum: int
+    gradient_checkpointing: bool
+    kernel: str
+    position_interpolation_factor: int
+    parameters: int
+    trainable_parameters: int
+    memory_gib: dict
+    fits: bool
+    headroom_gib: float
+    flops_per_step: float
+    attention_share: float
+    config_file: str
+    launch: str
+
+
+def plan(
+    model: str = "llama2-7b",
+    context_length: int = 8192,
+    *,
+    method: str = "lora+",
+    attention: str = "s2",
+    group_size_ratio: float = 0.25,
+    strategy: str = "zero2",
+    gpus: int = 8,
+    gpu_memory_gib: float = 80.0,
+    micro_batch: int = 1,
+    grad_accum: int = 8,
+    gradient_checkpointing: bool = True,
+    kernel: str = "flash",
+    lora_rank: int = 8,
+) -> Plan:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"--strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if kernel not in ("flash", "sdpa"):
+        raise ValueError(f"--kernel must be flash or sdpa, got {kernel!r}")
+    if attention not in ("full", "s2", "short") or method not in ("full", "lora", "lora+"):
+        raise ValueError("--attention takes full/s2/short and --method full/lora/lora+")
+    arch = architecture(model)
+    P, T = arch.parameters(), trainable_parameters(arch, method, lora_rank)
+    n, b, d = context_length, micro_batch, arch.hidden
+    n_att = attended_keys(n, attention, group_size_ratio)
+    sharded = strategy in ("fsdp", "zero2", "zero3", "zero3_offload")
+    shards = gpus if sharded else 1
+
+    # weights
+    if strategy in ("zero3", "fsdp"):
+        weights = 2 * P / gpus + 2 * 2 * (P - 2 * arch.vocab * d) / arch.layers  # shard + two gathered layers
+    elif strategy == "zero3_offload":
+        weights = 2 * 2 * (P - 2 * arch.vocab * d) / arch.layers + 2 * arch.vocab * d  # layers in flight + embeddings
+    elif strategy == "zero2":
+        weights = 2 * P
+    else:
+        weights = 2 * (P - T) + 4 * T
+    # gradients and optimizer states (fp32 master copy under DeepSpeed/FSDP's bf16 mode)
+    master = 4 * T if strategy != "ddp" else 0
+    gradients = 4 * T / shards
+    optimizer = (8 * T + master) / shards
+    if strategy == "zero3_offload":
+        gradients, optimizer = 0.0, 0.0
+    # activations (bf16), per micro-batch
+    per_layer_values = 6 * d + 2 * arch.kv_dim + 4 * arch.ffn
+    attention_weights = 2 * arch.heads * n_att * b * n if kernel == "sdpa" else 4 * arch.heads * b * n  # bytes per layer
+    one_layer = 2 * b * n * per_layer_values + attention_weights
+    if gradient_checkpointing:
+        activations = 2 * arch.layers * b * n * d + one_layer
+    else:
+        activations = arch.layers * one_layer
+    logits = 10 * b * n * arch.vocab
+    memory = {
+        "weights": weights, "gradients": gradients, "optimizer_states": optimizer,
+        "activations": activations, "logits": logits, "reserved": RESERVED_GIB * GIB,
+    }
+    memory = {k: round(v / GIB, 2) for k, v in memory.items()}
+    memory["activations_without_checkpointing"] = round(arch.layers * one_layer / GIB, 2)
+    memory["activations_with_checkpointing"] = round((2 * arch.layers * b * n * d + one_layer) / GIB, 2)
+    memory["attention_workspace_per_layer"] = round(attention_weights / GIB, 3)
+    total = sum(memory[k] for k in ("weights", "gradients", "optimizer_states", "activations", "logits", "reserved"))
+    memory["total"] = round(total, 2)
+
+    parts = flops_per_token(arch, n_att)
+    forward = sum(parts.values())
+    tokens = b * n * grad_accum * gpus
+    passes = 4 if gradient_checkpointing else 3
+    factor = math.ceil(n / arch.trained_length) if arch.trained_length else 1
+    config_file = "configs/accelerate/single_gpu.yaml" if gpus == 1 and strategy == "ddp" else CONFIG_FILES[strategy]
+    launch = (
+        f"accelerate launch --config_file {config_file} --num_processes {gpus} -m longlora_mini.train "
+        f"--model {HUB_IDS.get(model, model)} --context-length {n} --method {method} --attention {attention} "
+        f"--batch-size {micro_batch} --grad-accum {grad_accum}"
+        + (" --gradient-checkpointing" if gradient_checkpointing else "")
+    )
+    return Plan(
+        model=model, context_length=n, method=method, attention=attention, strategy=strategy, gpus=gpus,
+        gpu_memory_gib=gpu_memory_gib, micro_batch=b, grad_accum=grad_accum,
+        gradient_checkpointing=gradient_checkpointing, kernel=kernel, position_interpolation_factor=factor,
+        parameters=P, trainable_parameters=T, memory_gib=memory, fits=total <= gpu_memory_gib,
+        headroom_gib=round(gpu_memory_gib - total, 2), flops_per_step=passes * forward * tokens,
+        attention_share=parts["attention"] / forward, config_file=config_file, launch=launch,
+    )
+
+
+def format_plan(p: Plan) -> str:
+    m = p.memory_gib
+    lines = [
+        f"{p.model} at {p.context_length:,} tokens (position interpolation x{p.position_interpolation_factor}), "
+        f"{p.method} with {p.attention} attention, {p.strategy} on {p.gpus} x {p.gpu_memory_gib:g} GiB, {p.kernel} kernel",
+        f"  parameters {p.parameters / 1e9:.2f} B, trainable {p.trainable_parameters / 1e6:.1f} M "
+        f"({100 * p.trainable_parameters / p.parameters:.2f}%)",
+        "  memory per GPU (GiB): " + ", ".join(
+            f"{k.replace('_', ' ')} {m[k]:.1f}" for k in ("weights", "gradients", "optimizer_states", "activations", "logits", "reserved")),
+        f"  activations {m['activations_without_checkpointing']:.1f} GiB without checkpointing, "
+        f"{m['activations_with_checkpointing']:.1f} GiB with; attention workspace {m['attention_workspace_per_layer']:.3f} GiB per layer",
+        f"  total {m['total']:.1f} GiB: " + ("fits" if p.fits else "does NOT fit") + f" ({p.headroom_gib:+.1f} GiB headroom)",
+        f"  {_flops(p.flops_per_step)} per optimizer step; attention is {100 * p.attention_share:.1f}% of the FLOPs",
+        f"  launch: {p.launch}",
+    ]
+    return "\n".join(lines)
+
+
+def _flops(x: float) -> str:
+    for unit, scale in (("PFLOPs", 1e15), ("TFLOPs", 1e12), ("GFLOPs", 1e9)):
+        if x >= scale:
+            return f"{x / scale:.1f} {unit}"
+    return f"{x:.3g} FLOPs"
+
+
+def write_json(p: Plan, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(asdict(p), indent=1) + "\n")

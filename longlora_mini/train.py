@@ -1,0 +1,480 @@
+"""Context-extension training on accelerate: one loop from this CPU to a multi-GPU node.
+
+    longlora-mini train --context-length 1024 --attention s2 --method lora+     # the mini model, here
+    accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml \\
+        -m longlora_mini.train --recipe configs/recipes/llama2-7b-32k.yaml --model /models/llama-2-7b
+
+What a run writes to --output-dir:
+    metrics.jsonl           one line per optimizer step: step, loss, lr, tokens_per_s
+    eval.json               validation loss at the training context, before and after
+    checkpoints/step-N/     written atomically (temp dir + rename): the trainable weights, optimizer,
+                            scheduler and RNG states (accelerate's save_state) and trainer_state.json
+                            (step and data position); --resume continues from the newest one and
+                            writes the same losses as a run that was never interrupted
+    final/                  the adapter (LoRA / LoRA+) or the whole model (full), with longlora.json;
+                            `longlora-mini merge` turns it into a plain Hugging Face model
+    tensorboard/            accelerate's TensorBoard tracker
+
+The data order is a function of (seed, step) alone: step s uses rows s*R .. (s+1)*R-1 of a seeded
+permutation per epoch (R = batch size x accumulation x processes), so resuming needs only the step.
+The loss of a step is the token-weighted mean over all of its rows on all processes, whatever the
+split into micro-batches and ranks (each micro-batch's summed loss is divided by the step's total).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import data
+from .extend import (
+    ATTENTIONS,
+    METHODS,
+    ROPE_SCALINGS,
+    apply_method,
+    describe_trainable,
+    load_extended,
+    set_attention,
+    trainable_counts,
+)
+from .files import write_then_swap
+from .pretrain import MODEL_DIR
+
+IGNORE_INDEX = -100
+RUN_RECORD = "longlora.json"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; recipe files (configs/recipes/*.yaml) hold the same keys."""
+
+    model: str = str(MODEL_DIR)
+    output_dir: str = "runs/extend"
+    data: str = "books,code"  # corpus names, or the path of a flat uint16 token file
+    context_length: int = 1024
+    rope_scaling: str = "linear"
+    attention: str = "s2"
+    group_size_ratio: float = 0.25
+    attention_backend: str = "auto"
+    method: str = "lora+"
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_steps: int = 200
+    batch_size: int = 1
+    grad_accum: int = 8
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"  # auto: bf16 on a GPU, none on a CPU
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    eval_windows: int = 16
+    seed: int = 42
+    report_to: str = "tensorboard"  # or "none"
+
+    def __post_init__(self):
+        checks = [
+            (self.rope_scaling in ROPE_SCALINGS, f"rope_scaling must be one of {ROPE_SCALINGS}"),
+            (self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}"),
+            (self.method in METHODS, f"method must be one of {METHODS}"),
+            (self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision must be auto, no, bf16 or fp16"),
+            (self.report_to in ("tensorboard", "none"), "report_to must be tensorboard or none"),
+            (min(self.context_length, self.max_steps, self.batch_size, self.grad_accum) >= 1,
+             "context_length, max_steps, batch_size and grad_accum must be at least 1"),
+            (self.lr > 0 and self.save_every >= 0 and self.keep_checkpoints >= 1, "lr > 0, save_every >= 0, keep_checkpoints >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"bad training setting: {message} (got {self.summary()})")
+
+    def summary(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+# Settings that must not change when a run is resumed (others, e.g. max_steps, may).
+FIXED_ON_RESUME = ("model", "data", "context_length", "rope_scaling", "attention", "group_size_ratio", "method",
+                   "lora_rank", "lora_alpha", "lr", "warmup_steps", "weight_decay", "batch_size", "grad_accum", "seed")
+
+
+def read_recipe(path: str | Path) -> dict:
+    """A recipe file (YAML or JSON): keys of TrainConfig. Unknown keys are an error, not a silent no-op."""
+    import yaml
+
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"recipe {path} has unknown keys {unknown}; known keys: {sorted(known)}")
+    return values
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def packed_rows(stream: np.ndarray, seq_len: int) -> np.ndarray:
+    """Cut a token stream into rows of seq_len (the remainder is dropped): (rows, seq_len)."""
+    rows = len(stream) // seq_len
+    if rows == 0:
+        raise ValueError(f"the data has {len(stream)} tokens, fewer than one row of --context-length {seq_len}")
+    return stream[: rows * seq_len].reshape(rows, seq_len)  # (tokens,) -> (rows, seq_len)
+
+
+def step_rows(step: int, rows_per_step: int, num_rows: int, seed: int) -> np.ndarray:
+    """Indices of the rows used by optimizer step `step` (0-based): a seeded permutation per epoch."""
+    positions = np.arange(step * rows_per_step, (step + 1) * rows_per_step)
+    epochs, offsets = np.divmod(positions, num_rows)
+    out = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(epoch)]).permutation(num_rows)
+        out[epochs == epoch] = perm[offsets[epochs == epoch]]
+    return out
+
+
+def causal_lm_batch(rows: np.ndarray) -> dict[str, torch.Tensor]:
+    ids = torch.from_numpy(np.ascontiguousarray(rows))  # (b, n)
+    return {"input_ids": ids, "labels": ids}
+
+
+def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of next-token losses over labelled tokens, number of those tokens) for one micro-batch."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits  # (b, n, V)
+    labels = batch["labels"][:, 1:]  # (b, n-1): token t+1 is predicted at position t
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return loss, int((labels != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def validation_loss(model, rows: np.ndarray, device, batch_size: int) -> float:
+    """Mean next-token loss over the given rows with full attention (eval mode).
+
+    Every process scores every row: ZeRO-3 needs all ranks in each forward pass, and the rows are few.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, count = 0.0, 0
+    for first in range(0, len(rows), batch_size):
+        batch = {k: v.to(device) for k, v in causal_lm_batch(rows[first : first + batch_size]).items()}
+        loss, tokens = summed_loss(model, batch)
+        loss_sum, count = loss_sum + loss.item(), count + tokens
+    model.train(was_training)
+    return loss_sum / count
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (an interrupted write leaves only a *.tmp folder)."""
+    root = output_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    done = [p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp") and (p / "trainer_state.json").exists()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, config: TrainConfig) -> Path:
+    """All processes write into step-N.tmp, then the main process renames it: a checkpoint is whole or absent."""
+    root = output_dir / "checkpoints"
+    final, tmp = root / f"step-{step:06d}", root / f"step-{step:06d}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"step": step, "data_position": step * rows_per_step(config, accelerator.num_processes),
+                 "num_processes": accelerator.num_processes, "config": asdict(config)}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1) + "\n")
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(output_dir)[: -config.keep_checkpoints]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def rows_per_step(config: TrainConfig, num_processes: int) -> int:
+    return config.batch_size * config.grad_accum * num_processes
+
+
+def _only_trainable(model):
+    """A save_state hook: keep the trainable weights only (a LoRA checkpoint of a 7B model is MBs, not 13 GB)."""
+    trainable = {name for name, p in accelerator_unwrap(model).named_parameters() if p.requires_grad}
+
+    def hook(models, weights, output_dir):
+        for i, state in enumerate(weights):
+            weights[i] = {k: v for k, v in state.items() if k in trainable or k.removeprefix("module.") in trainable}
+
+    return hook
+
+
+def accelerator_unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def check_resumable(state: dict, config: TrainConfig, num_processes: int) -> None:
+    changed = [k for k in FIXED_ON_RESUME if state["config"].get(k) != getattr(config, k)]
+    if changed:
+        details = ", ".join(f"{k}: {state['config'].get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+        raise ValueError(f"cannot resume: settings differ from the checkpoint ({details}); use the checkpoint's settings")
+    if state["num_processes"] != num_processes:
+        raise ValueError(
+            f"cannot resume: the checkpoint was written by {state['num_processes']} processes, this run has {num_processes}; "
+            "launch with the same number (the data order and optimizer shards depend on it)"
+        )
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+
+def build_accelerator(config: TrainConfig, output_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+
+    if not torch.distributed.is_initialized():  # a fresh state for each run in one process (notebooks, tests)
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    on_gpu = torch.cuda.is_available()
+    # On a CPU-only machine `accelerate launch --multi_gpu` gives gloo ranks only with cpu=True, while
+    # cpu=True silently drops a DeepSpeed launch: DeepSpeed on CPU instead needs the gloo backend named.
+    deepspeed_on_cpu = not on_gpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    precision = config.mixed_precision if config.mixed_precision != "auto" else ("bf16" if on_gpu else "no")
+    accelerator = Accelerator(
+        cpu=not on_gpu and not deepspeed_on_cpu,
+        kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if deepspeed_on_cpu else None,
+        mixed_precision=precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with=None if config.report_to == "none" else config.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "tensorboard")),
+    )
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:  # DeepSpeed checks its batch fields against the world size: set them explicitly
+        ds = plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = config.batch_size
+        ds["gradient_accumulation_steps"] = config.grad_accum
+        ds["train_batch_size"] = rows_per_step(config, accelerator.num_processes)
+        ds["gradient_clipping"] = config.max_grad_norm
+    return accelerator
+
+
+def prepare_model(config: TrainConfig):
+    """Load, extend the positions, pick the attention, wrap for the method; returns (model, tokenizer)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    model = load_extended(config.model, config.context_length, config.rope_scaling)
+    set_attention(model, config.attention, group_size_ratio=config.group_size_ratio, backend=config.attention_backend)
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_method(model, config.method, rank=config.lora_rank, alpha=config.lora_alpha)
+    for param in model.parameters():  # train in fp32 master weights whatever the checkpoint's dtype
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model, tokenizer
+
+
+def write_run_record(model_dir: Path, config: TrainConfig, counts: dict) -> None:
+    """longlora.json: how the model in this folder was made, so `merge` can rebuild it exactly."""
+    record = {"train_config": asdict(config), "trainable": counts}
+    (model_dir / RUN_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict:
+    """Run (or resume) a training run; returns the report written to eval.json."""
+    from transformers import get_constant_schedule_with_warmup
+
+    output_dir = Path(config.output_dir)
+    accelerator = build_accelerator(config, output_dir)
+    log = accelerator.print
+    existing = checkpoint_dirs(output_dir)
+    if (existing or (output_dir / "final").exists()) and not resume:
+        raise FileExistsError(
+            f"{output_dir} already holds a run; pass --resume to continue it or choose another --output-dir"
+        )
+
+    torch.manual_seed(config.seed)
+    model, tokenizer = prepare_model(config)
+    counts = trainable_counts(model)
+    log(describe_trainable(counts))
+    train_rows = packed_rows(data.corpus_tokens(config.data, "train", tokenizer), config.context_length)
+    val_source = config.data if not Path(config.data).exists() else None
+    val_rows = packed_rows(data.corpus_tokens(val_source, "val", tokenizer), config.context_length) if val_source else None
+    if val_rows is not None:
+        pick = np.linspace(0, len(val_rows) - 1, min(config.eval_windows, len(val_rows))).astype(np.int64)
+        val_rows = val_rows[pick]
+    per_step = rows_per_step(config, accelerator.num_processes)
+    log(f"{len(train_rows):,} training rows of {config.context_length} tokens; {per_step} rows per optimizer step "
+        f"({accelerator.num_processes} process(es) x batch {config.batch_size} x accumulation {config.grad_accum})")
+
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.95),
+    )
+    scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
+    if accelerator.state.deepspeed_plugin is None:
+        accelerator.register_save_state_pre_hook(_only_trainable(model))
+
+    metrics_path = output_dir / "metrics.jsonl"
+    start_step, report = 0, {}
+    if resume and existing:
+        state = json.loads((existing[-1] / "trainer_state.json").read_text())
+        check_resumable(state, config, accelerator.num_processes)
+        accelerator.load_state(str(existing[-1]), strict=False)
+        start_step = state["step"]
+        log(f"resumed from {existing[-1]} (step {start_step}, data position {state['data_position']})")
+        if (output_dir / "eval.json").exists():
+            report = json.loads((output_dir / "eval.json").read_text())
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        kept = metrics_path.read_text().splitlines(keepends=True) if metrics_path.exists() and start_step else []
+        metrics_path.write_text("".join(line for line in kept if json.loads(line)["step"] <= start_step))
+        shutil.rmtree(output_dir / "checkpoints" / f"step-{start_step + 1:06d}.tmp", ignore_errors=True)
+    if config.report_to != "none":
+        accelerator.init_trackers("longlora-mini", config={k: v for k, v in asdict(config).items()})
+
+    if val_rows is not None and "val_loss_before" not in report:
+        report["val_loss_before"] = validation_loss(model, val_rows, accelerator.device, config.batch_size)
+        log(f"validation loss at {config.context_length} before training: {report['val_loss_before']:.4f}")
+
+    model.train()
+    bar = tqdm(range(start_step, config.max_steps), desc=f"training at {config.context_length}",
+               disable=not (show_progress and accelerator.is_local_main_process), initial=start_step, total=config.max_steps)
+    for step in bar:
+        started = time.perf_counter()
+        rows = train_rows[step_rows(step, per_step, len(train_rows), config.seed)]  # (per_step, n)
+        micro = rows.reshape(config.grad_accum, accelerator.num_processes, config.batch_size, -1)[:, accelerator.process_index]
+        step_tokens = rows.shape[0] * (rows.shape[1] - 1)  # every packed token but the first of a row is predicted
+        loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+        for micro_rows in micro:  # (batch, n) each
+            batch = {k: v.to(accelerator.device) for k, v in causal_lm_batch(micro_rows).items()}
+            with accelerator.accumulate(model):
+                loss, _ = summed_loss(model, batch)
+                # accelerate divides by grad_accum and DDP averages over processes: undo both, so that the
+                # gradient is that of the step's token-weighted mean loss
+                accelerator.backward(loss * (config.grad_accum * accelerator.num_processes / step_tokens))
+                if accelerator.sync_gradients and config.max_grad_norm and accelerator.state.deepspeed_plugin is None:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach().double()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        loss_value = (accelerator.reduce(loss_sum, reduction="sum") / step_tokens).item()
+        elapsed = time.perf_counter() - started
+        record = {"step": step + 1, "loss": round(loss_value, 6), "lr": lr, "tokens_per_s": round(rows.size / elapsed, 1)}
+        if accelerator.is_main_process:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        accelerator.log({"train/loss": loss_value, "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, step=step + 1)
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+        if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.max_steps:
+            save_checkpoint(accelerator, output_dir, step + 1, config)
+
+    if val_rows is not None:
+        report["val_loss_after"] = validation_loss(model, val_rows, accelerator.device, config.batch_size)
+        log(f"validation loss at {config.context_length} after {config.max_steps} steps: {report['val_loss_after']:.4f}")
+    report |= {"context_length": config.context_length, "steps": config.max_steps, "eval_rows": 0 if val_rows is None else len(val_rows),
+               "num_processes": accelerator.num_processes, "trainable": counts,
+               "param_checksum": parameter_checksum(model, accelerator)}
+    save_final(model, tokenizer, accelerator, output_dir / "final", config, counts)
+    if accelerator.is_main_process:
+        (output_dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    accelerator.end_training()
+    return report
+
+
+def parameter_checksum(model, accelerator) -> list[float] | None:
+    """Sum of the trainable weights on each process: equal on every rank when the ranks stay in sync.
+    None under ZeRO-3, where each rank holds only its shard."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.zero_stage == 3:
+        return None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    mine = torch.stack([p.detach().float().sum() for p in trainable]).sum().double().reshape(1)
+    return accelerator.gather(mine.to(accelerator.device)).tolist()
+
+
+def save_final(model, tokenizer, accelerator, out: Path, config: TrainConfig, counts: dict) -> None:
+    """The trained adapter (LoRA / LoRA+) or whole model (full), the tokenizer and longlora.json, atomically."""
+    state = accelerator.get_state_dict(model)  # gathered from ZeRO-3 / FSDP shards
+    if not accelerator.is_main_process:
+        return
+    unwrapped = accelerator.unwrap_model(model)
+    if config.method == "full":
+        unwrapped.config.use_cache = True
+        unwrapped.set_attn_implementation("sdpa")
+
+    def write(tmp: Path) -> None:
+        unwrapped.save_pretrained(str(tmp), state_dict=state, save_function=accelerator.save)
+        tokenizer.save_pretrained(str(tmp))
+        write_run_record(tmp, config, counts)
+
+    write_then_swap(out, write)
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The train options; every one defaults to the recipe's value, then to TrainConfig's."""
+    defaults = TrainConfig()
+    parser.add_argument("--recipe", help="a YAML file of settings (configs/recipes/); flags given here override it")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(default {default})")
+        else:
+            choices = {"rope_scaling": ROPE_SCALINGS, "attention": ATTENTIONS, "method": METHODS}.get(f.name)
+            parser.add_argument(flag, dest=f.name, type=type(default), choices=choices, default=None,
+                                help=f"(default {default})")
+
+
+def config_from_args(args: argparse.Namespace, smoke_overrides: dict | None = None) -> TrainConfig:
+    values = read_recipe(args.recipe) if args.recipe else {}
+    values |= smoke_overrides or {}
+    values |= {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    return TrainConfig(**values)
+
+
+SMOKE_OVERRIDES = dict(context_length=512, max_steps=4, grad_accum=1, save_every=2, eval_windows=2, warmup_steps=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .smoke import smoke_mode
+
+    parser = argparse.ArgumentParser(prog="longlora-mini train", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None)
+    report = train(config, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({k: v for k, v in report.items() if k != "trainable"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

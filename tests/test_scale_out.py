@@ -1,0 +1,68 @@
+"""Scale-out for real, on this CPU: two processes through `accelerate launch` (gloo), plain data parallel and
+DeepSpeed ZeRO-2 / ZeRO-3 with the shipped config files; each must train exactly as one process would."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
+TRAIN_ARGS = ["--context-length", "512", "--max-steps", "3", "--batch-size", "1", "--save-every", "2",
+              "--eval-windows", "2", "--lr", "2e-3", "--warmup-steps", "1", "--report-to", "none"]
+
+
+def env():
+    return {k: v for k, v in os.environ.items() if k != "LONGLORA_MINI_SMOKE"} | {"OMP_NUM_THREADS": "1"}
+
+
+def read_run(out: Path) -> tuple[list[float], dict]:
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return losses, json.loads((out / "eval.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    """The reference: one process, accumulation 2 (the same 2 rows per step as 2 processes x 1)."""
+    out = tmp_path_factory.mktemp("single")
+    cmd = [sys.executable, "-m", "longlora_mini.train", *TRAIN_ARGS, "--grad-accum", "2", "--output-dir", str(out)]
+    subprocess.run(cmd, env=env(), check=True, capture_output=True, timeout=300)
+    return read_run(out)
+
+
+def launch_two(config: str | None, out: Path) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--mixed_precision", "no"]
+    # --multi_gpu is what gives two gloo ranks on a CPU-only machine (`--cpu` starts one process)
+    launcher += ["--config_file", str(CONFIGS / config)] if config else ["--multi_gpu"]
+    cmd = [*launcher, "-m", "longlora_mini.train", *TRAIN_ARGS, "--grad-accum", "1", "--output-dir", str(out)]
+    return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        None,
+        pytest.param("deepspeed_zero2.yaml", marks=pytest.mark.skipif(
+            importlib.util.find_spec("deepspeed") is None, reason="pip install --no-build-isolation deepspeed")),
+        pytest.param("deepspeed_zero3_offload.yaml", marks=pytest.mark.skipif(
+            importlib.util.find_spec("deepspeed") is None, reason="pip install --no-build-isolation deepspeed")),
+    ],
+)
+def test_two_processes_train_like_one(config, single_process, tmp_path):
+    done = launch_two(config, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    losses, report = read_run(tmp_path)
+    assert report["num_processes"] == 2
+    if not (config and "zero3" in config):  # ZeRO-3 shards the weights: no per-rank checksum
+        first, second = report["param_checksum"]
+        assert first == second  # both ranks hold the same weights after the run
+    ref_losses, ref_report = single_process
+    assert losses == pytest.approx(ref_losses, abs=2e-4)
+    assert report["val_loss_after"] == pytest.approx(ref_report["val_loss_after"], abs=2e-4)
+    assert report["val_loss_after"] < report["val_loss_before"]  # and it learnt something
+    if config:  # a DeepSpeed checkpoint really came from DeepSpeed
+        assert (tmp_path / "checkpoints" / "step-000002" / "pytorch_model").is_dir()
+    assert (tmp_path / "final" / "adapter_model.safetensors").exists()

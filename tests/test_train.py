@@ -1,0 +1,171 @@
+"""The context-extension trainer on the mini model: what trains, that it learns, resume, merge."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from longlora_mini.extend import (
+    apply_method,
+    embed_and_norm_modules,
+    expected_trainable,
+    extend_rope,
+    load_extended,
+    trainable_counts,
+)
+from longlora_mini.merge import load_trained, merge
+from longlora_mini.pretrain import MODEL_DIR
+from longlora_mini.train import TrainConfig, read_recipe, step_rows, train
+
+
+def run_train(*args, **kwargs):
+    """The trainer as users start it, in a fresh process (no smoke overrides: sizes are given here)."""
+    env = {k: v for k, v in os.environ.items() if k != "LONGLORA_MINI_SMOKE"}
+    cmd = [sys.executable, "-m", "longlora_mini.train", "--report-to", "none", *map(str, args)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def losses(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["lora", "lora+"])
+def test_trainable_parameters_match_the_closed_form(method):
+    model = apply_method(load_extended(MODEL_DIR, 1024), method)
+    counts = trainable_counts(model)
+    assert counts["trainable"] == expected_trainable(model.config, method)
+    config = model.config
+    assert counts["lora"] == config.num_hidden_layers * 8 * 4 * (2 * config.hidden_size)  # r=8, 4 square projections
+    if method == "lora+":
+        assert counts["embed"] == config.vocab_size * config.hidden_size
+        assert counts["norm"] == (2 * config.num_hidden_layers + 1) * config.hidden_size
+    else:
+        assert counts["embed"] == counts["norm"] == 0
+    base = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(MODEL_DIR).parameters())
+    assert counts["total"] == base + counts["lora"]  # peft's frozen copies of embed/norms are not counted twice
+
+
+def test_lora_plus_leaves_the_lm_head_frozen():
+    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR)
+    names = embed_and_norm_modules(model)
+    assert "model.embed_tokens" in names and "model.norm" in names and "lm_head" not in names
+    assert len(names) == 1 + 2 * model.config.num_hidden_layers + 1
+
+
+def test_position_interpolation_factor_multiplies_an_existing_one():
+    config = AutoConfig.from_pretrained(MODEL_DIR)  # trained at 256
+    extend_rope(config, 1000)
+    assert config.rope_parameters["rope_type"] == "linear" and config.rope_parameters["factor"] == 4.0  # ceil(1000/256)
+    assert config.max_position_embeddings == 1000
+    extend_rope(config, 4000)  # extend the extended model again: 4 x ceil(4000/1000)
+    assert config.rope_parameters["factor"] == 16.0 and config.max_position_embeddings == 4000
+    with pytest.raises(ValueError, match="already uses 'linear'"):
+        extend_rope(config, 8000, "yarn")
+    dynamic = extend_rope(AutoConfig.from_pretrained(MODEL_DIR), 1024, "dynamic")
+    assert dynamic.rope_parameters["factor"] == 4.0 and dynamic.max_position_embeddings == 256
+
+
+def test_interpolated_positions_equal_original_positions_divided_by_the_factor():
+    """Linear PI: the extended model at position 4p sees exactly the rotation the base model had at p."""
+    base = load_extended(MODEL_DIR)
+    extended = load_extended(MODEL_DIR, 1024)
+    x = torch.ones(1, 1, 4, 32)
+    positions = torch.tensor([[0, 1, 2, 3]])
+    cos_base, _ = base.model.rotary_emb(x, positions)
+    cos_ext, _ = extended.model.rotary_emb(x, positions * 4)
+    torch.testing.assert_close(cos_ext, cos_base)
+
+
+def test_data_order_depends_only_on_seed_and_step():
+    rows = [step_rows(s, 8, 100, seed=3) for s in range(25)]  # two epochs of 100 rows
+    first_epoch = np.concatenate(rows[:12] + [rows[12][:4]])
+    assert sorted(first_epoch) == list(range(100))  # every row once per epoch
+    np.testing.assert_array_equal(step_rows(7, 8, 100, seed=3), rows[7])
+    assert not np.array_equal(step_rows(7, 8, 100, seed=4), rows[7])
+
+
+def test_recipes_hold_known_keys_only(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("context_lenght: 8192\n")
+    with pytest.raises(ValueError, match="unknown keys \\['context_lenght'\\]"):
+        read_recipe(bad)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        TrainConfig(attention="sparse")
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A short S²-Attn + LoRA+ run at 1024 (4x the base model's context)."""
+    out = tmp_path_factory.mktemp("runs") / "s2-1024"
+    config = TrainConfig(output_dir=str(out), context_length=1024, attention="s2", method="lora+", max_steps=12,
+                         grad_accum=2, lr=2e-3, warmup_steps=2, save_every=0, eval_windows=8, report_to="none")
+    report = train(config, show_progress=False)
+    return out, report
+
+
+def test_a_short_s2_lora_plus_run_lowers_the_validation_loss_at_1024(short_run):
+    out, report = short_run
+    assert report["val_loss_after"] < report["val_loss_before"] - 0.05, report
+    assert len(losses(out)) == 12
+    assert (out / "final" / "adapter_model.safetensors").exists()
+
+
+def test_merged_model_equals_the_adapter_model_and_keeps_its_rope_scaling(short_run, tmp_path):
+    out, _ = short_run
+    merged_dir = merge(out / "final", tmp_path / "merged")
+    saved = json.loads((merged_dir / "config.json").read_text())
+    assert saved["rope_parameters"]["rope_type"] == "linear" and saved["rope_parameters"]["factor"] == 4.0
+    assert saved["max_position_embeddings"] == 1024
+    assert not any(key.startswith("s2_") for key in saved)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    adapter = load_trained(out / "final")
+    torch.manual_seed(0)
+    ids = torch.randint(3, merged.config.vocab_size, (2, 1024))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, adapter(input_ids=ids).logits, atol=2e-4, rtol=1e-4)
+    # and the merge really changed the model: it is not the base model with PI
+    base = load_extended(MODEL_DIR, 1024).eval()
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits - base(input_ids=ids).logits).abs().max() > 0.1
+
+
+def test_a_run_killed_mid_way_and_resumed_writes_the_same_losses(tmp_path):
+    args = ["--context-length", 512, "--max-steps", 24, "--grad-accum", 1, "--save-every", 3, "--eval-windows", 1,
+            "--lr", "2e-3", "--warmup-steps", 2]
+    whole = run_train(*args, "--output-dir", tmp_path / "whole")
+    assert whole.wait(timeout=300) == 0, whole.stdout.read()
+
+    killed_dir = tmp_path / "killed"
+    victim = run_train(*args, "--output-dir", killed_dir)
+    deadline = time.time() + 300
+    while not (killed_dir / "checkpoints" / "step-000009").exists():  # wait for a few checkpoints, then SIGKILL
+        assert victim.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert len(losses(killed_dir)) < 24
+
+    resumed = run_train(*args, "--output-dir", killed_dir, "--resume")
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log
+    assert "resumed from" in log
+    assert losses(killed_dir) == losses(tmp_path / "whole")  # exactly, step by step
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(tmp_path):
+    args = ["--context-length", 512, "--max-steps", 2, "--save-every", 1, "--grad-accum", 1, "--eval-windows", 1,
+            "--output-dir", tmp_path]
+    assert run_train(*args).wait(timeout=300) == 0
+    again = run_train(*args)
+    log = again.communicate(timeout=300)[0]
+    assert again.returncode != 0 and "pass --resume" in log
+    changed = run_train(*args[:-2], "--output-dir", tmp_path, "--resume", "--lr", "1e-2")
+    log = changed.communicate(timeout=300)[0]
+    assert changed.returncode != 0 and "settings differ" in log, log[-2000:]
