@@ -287,7 +287,7 @@ def corpus_tokens(source: str, split: str, tokenizer) -> np.ndarray:
         unknown = sorted(set(corpora) - set(CORPORA))
         if unknown or not corpora:
             raise ValueError(f"--data takes corpus names from {CORPORA} or a .bin token file, got {source!r}")
-        if _is_project_tokenizer(tokenizer):
+        if is_project_tokenizer(tokenizer):
             stream = np.concatenate([np.asarray(load_tokens(c, split), dtype=np.int64) for c in corpora])
         else:
             stream = np.concatenate([_tokenize_corpus(c, split, tokenizer) for c in corpora])
@@ -300,7 +300,7 @@ def corpus_tokens(source: str, split: str, tokenizer) -> np.ndarray:
     return stream
 
 
-def _is_project_tokenizer(tokenizer) -> bool:
+def is_project_tokenizer(tokenizer) -> bool:
     return len(tokenizer) == VOCAB_SIZE and tokenizer.get_vocab() == load_tokenizer().get_vocab()
 
 

@@ -126,19 +126,24 @@ class MixedRows:
         rows = [self.passkey(self.config.passkey_warmup_len) for _ in range(self.config.passkey_warmup_batch)]
         return torch.tensor(rows)  # (passkey_warmup_batch, passkey_warmup_len)
 
-    def batch(self) -> torch.Tensor:
+    def row(self) -> list[int]:
+        """One row of the mixture: its kind drawn by the shares in the config, natural text otherwise."""
         kinds = [(self.config.passkey_share, self.passkey), (self.config.random_copy_share, self.random_copy),
                  (self.config.repeat_share, self.repeat)]
-        rows = []
-        for _ in range(self.config.batch_size):
-            draw, make = self.rng.random(), self.natural
-            for share, kind in kinds:
-                if draw < share:
-                    make = kind
-                    break
-                draw -= share
-            rows.append(make())
-        return torch.tensor(rows)  # (batch, seq_len)
+        draw = self.rng.random()
+        for share, make in kinds:
+            if draw < share:
+                return make()
+            draw -= share
+        return self.natural()
+
+    def row_at(self, position: int, seed: int) -> list[int]:
+        """The row at a given position of an endless stream: a function of (seed, position) alone."""
+        self.rng = random.Random(f"{seed}-{position}")
+        return self.row()
+
+    def batch(self) -> torch.Tensor:
+        return torch.tensor([self.row() for _ in range(self.config.batch_size)])  # (batch, seq_len)
 
 
 def learning_rate(step: int, config: PretrainConfig) -> float:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import sys
 import time
@@ -60,7 +61,7 @@ class TrainConfig:
 
     model: str = str(MODEL_DIR)
     output_dir: str = "runs/extend"
-    data: str = "books,code"  # corpus names, or the path of a flat uint16 token file
+    data: str = "books,code"  # corpus names, "mix" (the mini model's pretraining mixture) or a uint16 token file
     context_length: int = 1024
     rope_scaling: str = "linear"
     attention: str = "s2"
@@ -140,6 +141,39 @@ def step_rows(step: int, rows_per_step: int, num_rows: int, seed: int) -> np.nda
         perm = np.random.default_rng([seed, int(epoch)]).permutation(num_rows)
         out[epochs == epoch] = perm[offsets[epochs == epoch]]
     return out
+
+
+def training_rows(config: TrainConfig, tokenizer, per_step: int):
+    """(step -> rows array (per_step, n), a line describing the data) for --data.
+
+    Corpus names or a token file: packed rows in a seeded order (step_rows). "mix": the mini base
+    model's pretraining mixture at the new length (natural rows, repeated spans, passkey prompts), the
+    analogue of the paper fine-tuning Llama-2 on RedPajama, data like its pretraining data.
+    """
+    if config.data == "mix":
+        from .pretrain import MixedRows, PretrainConfig
+
+        if not data.is_project_tokenizer(tokenizer):
+            raise ValueError("--data mix is the mini world's pretraining mixture and needs the project tokenizer; "
+                             "pass corpus names (books,code) or a token file for this model")
+        mix = MixedRows(PretrainConfig(seq_len=config.context_length), tokenizer, random.Random(config.seed))
+
+        def rows_for_step(step: int) -> np.ndarray:
+            positions = range(step * per_step, (step + 1) * per_step)
+            return np.array([mix.row_at(p, config.seed) for p in positions], dtype=np.int64)
+
+        return rows_for_step, "the pretraining mixture (natural, repeated-span and passkey rows), generated per step"
+    rows = packed_rows(data.corpus_tokens(config.data, "train", tokenizer), config.context_length)
+    return (lambda step: rows[step_rows(step, per_step, len(rows), config.seed)]), f"{len(rows):,} packed training rows"
+
+
+def validation_rows(config: TrainConfig, tokenizer) -> np.ndarray | None:
+    """config.eval_windows rows of natural validation text spread over the split (none for a token file)."""
+    if Path(config.data).exists():
+        return None
+    source = "books,code" if config.data == "mix" else config.data
+    rows = packed_rows(data.corpus_tokens(source, "val", tokenizer), config.context_length)
+    return rows[np.linspace(0, len(rows) - 1, min(config.eval_windows, len(rows))).astype(np.int64)]
 
 
 def causal_lm_batch(rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -313,14 +347,10 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     model, tokenizer = prepare_model(config)
     counts = trainable_counts(model)
     log(describe_trainable(counts))
-    train_rows = packed_rows(data.corpus_tokens(config.data, "train", tokenizer), config.context_length)
-    val_source = config.data if not Path(config.data).exists() else None
-    val_rows = packed_rows(data.corpus_tokens(val_source, "val", tokenizer), config.context_length) if val_source else None
-    if val_rows is not None:
-        pick = np.linspace(0, len(val_rows) - 1, min(config.eval_windows, len(val_rows))).astype(np.int64)
-        val_rows = val_rows[pick]
     per_step = rows_per_step(config, accelerator.num_processes)
-    log(f"{len(train_rows):,} training rows of {config.context_length} tokens; {per_step} rows per optimizer step "
+    rows_for_step, described = training_rows(config, tokenizer, per_step)
+    val_rows = validation_rows(config, tokenizer)
+    log(f"{described}; {per_step} rows of {config.context_length} tokens per optimizer step "
         f"({accelerator.num_processes} process(es) x batch {config.batch_size} x accumulation {config.grad_accum})")
 
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
@@ -362,7 +392,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                disable=not (show_progress and accelerator.is_local_main_process), initial=start_step, total=config.max_steps)
     for step in bar:
         started = time.perf_counter()
-        rows = train_rows[step_rows(step, per_step, len(train_rows), config.seed)]  # (per_step, n)
+        rows = rows_for_step(step)  # (per_step, n)
         micro = rows.reshape(config.grad_accum, accelerator.num_processes, config.batch_size, -1)[:, accelerator.process_index]
         step_tokens = rows.shape[0] * (rows.shape[1] - 1)  # every packed token but the first of a row is predicted
         loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)

@@ -169,3 +169,20 @@ def test_an_existing_run_is_not_overwritten_without_resume(tmp_path):
     changed = run_train(*args[:-2], "--output-dir", tmp_path, "--resume", "--lr", "1e-2")
     log = changed.communicate(timeout=300)[0]
     assert changed.returncode != 0 and "settings differ" in log, log[-2000:]
+
+
+def test_the_pretraining_mixture_as_training_data_is_a_function_of_seed_and_step():
+    from longlora_mini import data
+    from longlora_mini.passkey import QUESTION
+    from longlora_mini.train import training_rows
+
+    tokenizer = data.load_tokenizer()
+    config = TrainConfig(data="mix", context_length=512, seed=5)
+    rows_for_step, _ = training_rows(config, tokenizer, per_step=16)
+    first, again = rows_for_step(3), training_rows(config, tokenizer, per_step=16)[0](3)
+    assert first.shape == (16, 512) and np.array_equal(first, again)
+    assert not np.array_equal(first, rows_for_step(4))
+    question = tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
+    many = np.concatenate([rows_for_step(s) for s in range(4)])  # 64 rows: ~15 % hold a passkey prompt
+    with_prompt = sum(any(list(r[i : i + len(question)]) == question for i in range(512 - len(question))) for r in many)
+    assert 3 <= with_prompt <= 20
