@@ -90,6 +90,51 @@ def _train(args) -> int:
     return 0
 
 
+def _sft(args) -> int:
+    if not (args.data or "").endswith(".json"):
+        raise SystemExit("longlora-mini sft needs --data FILE.json: a LongAlpaca-format list of "
+                         "{instruction, output, input?} objects (e.g. data/qa/longqa_train.json)")
+    return _train(args)
+
+
+def _data_qa(args) -> int:
+    from .qa import build
+
+    paths = build(lengths=args.lengths or (192, 448, 960))
+    for split, path in paths.items():
+        print(f"wrote {path}")
+    return 0
+
+
+def _generate(args) -> int:
+    import importlib.util
+
+    import torch
+    from transformers import TextStreamer
+
+    from .models import load_any
+    from .sft import IGNORE_INDEX, encode
+
+    if args.load_in_4bit and not (torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes")):
+        raise SystemExit("--load-in-4bit (QLoRA-style loading) needs a CUDA GPU and bitsandbytes "
+                         "(pip install bitsandbytes); on a CPU load the model without it")
+    model, tokenizer = load_any(args.model, quantize_4bit=args.load_in_4bit)
+    text = Path(args.text).read_text() if args.text else ""
+    ids, labels = encode({"instruction": args.question, "input": text, "output": ""}, tokenizer, args.template)
+    prompt = [t for t, label in zip(ids, labels) if label == IGNORE_INDEX]
+    context = model.config.max_position_embeddings
+    if len(prompt) + args.max_new_tokens > context:
+        raise SystemExit(
+            f"the prompt has {len(prompt)} tokens and the answer may take {args.max_new_tokens}, more than this model's "
+            f"context of {context}: shorten the text, lower --max-new-tokens, or extend the model (longlora-mini train)"
+        )
+    input_ids = torch.tensor([prompt], device=next(model.parameters()).device)
+    model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=args.max_new_tokens,
+                   do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                   streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True))
+    return 0
+
+
 def _merge(args) -> int:
     from .merge import merge
 
@@ -178,6 +223,25 @@ def _eval_passkey(args) -> int:
     return 0
 
 
+def _eval_qa(args) -> int:
+    import json
+
+    from .qa import evaluate_items
+    from .sft import load_items
+
+    items = load_items(args.data)
+    results = {}
+    for label, model, tokenizer in _load_models(args):
+        results[label] = evaluate_items(model, tokenizer, items, template=args.template, limit=pick(None, 4))
+        r = results[label]
+        print(f"{label}: exact match {r['exact_match']:.1%} of {r['scored']} items that fit its context "
+              f"({r['skipped']} longer items skipped); by kind: " + ", ".join(f"{k} {v:.0%}" for k, v in r["by_kind"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
@@ -209,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--retrain-tokenizer", action="store_true", help="train the BPE tokenizer again (else reuse data/tokenizer)")
     build.add_argument("--check", action="store_true", help="exit 1 if the corpora differ from the committed manifest")
     build.set_defaults(run=_data_build)
+    qa = data_cmd.add_parser("qa", help="make the long-context QA set (data/qa/longqa_{train,test}.json) from the books corpus")
+    qa.add_argument("--lengths", type=_int_list, help="passage lengths in tokens (default 192,448,960)")
+    qa.set_defaults(run=_data_qa)
 
     pre = commands.add_parser("pretrain", help="pretrain the mini base model at context 256")
     pre.add_argument("--out", help="output folder (default data/mini-llama-256; smoke mode: runs/pretrain-smoke)")
@@ -225,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd = commands.add_parser("train", help="extend a model's context: position interpolation + S²-Attn + LoRA+")
     add_arguments(train_cmd)
     train_cmd.set_defaults(run=_train)
+
+    sft_cmd = commands.add_parser("sft", help="supervised fine-tuning on LongAlpaca-format JSON (padded batches, any backend)")
+    add_arguments(sft_cmd)
+    sft_cmd.set_defaults(run=_sft)
+
+    gen = commands.add_parser("generate", help="answer a question about a long text file, streaming the answer")
+    gen.add_argument("--model", required=True, help="'mini', 'smollm2', a model folder or a train run's final/ folder")
+    gen.add_argument("--text", help="a text file the question is about (the item's input)")
+    gen.add_argument("--question", required=True)
+    gen.add_argument("--template", choices=["llama2", "chat"], default="llama2")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--load-in-4bit", action="store_true", help="4-bit weights through bitsandbytes (GPU only)")
+    gen.set_defaults(run=_generate)
 
     merge_cmd = commands.add_parser("merge", help="fold a trained run into a plain Hugging Face model")
     merge_cmd.add_argument("trained", help="the final/ folder of a train run")
@@ -261,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--lengths", type=_int_list, help="evaluation lengths (default 256,512,1024,2048; smoke 256,512)")
         sub.add_argument("--json", help="write every figure to this JSON file")
         sub.add_argument("--plot", help="write the figure to this image file")
+    qa_eval = eval_cmd.add_parser("qa", help="exact match on LongAlpaca-format QA items (e.g. data/qa/longqa_test.json)")
+    qa_eval.add_argument("--model", action="append", required=True, help="as for eval ppl; repeat to compare")
+    qa_eval.add_argument("--label", action="append")
+    qa_eval.add_argument("--pi-length", type=int, action="append")
+    qa_eval.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "data" / "qa" / "longqa_test.json"))
+    qa_eval.add_argument("--template", choices=["llama2", "chat"], default="llama2")
+    qa_eval.add_argument("--json")
+    qa_eval.set_defaults(run=_eval_qa)
     ppl, passkey = eval_cmd.choices["ppl"], eval_cmd.choices["passkey"]
     ppl.add_argument("--data", default="books", help="corpus names (books, code, books,code) or a uint16 token file")
     ppl.add_argument("--split", default="test", choices=["train", "val", "test"])

@@ -79,10 +79,16 @@ def load_extended(path, context_length: int | None = None, rope_scaling: str = "
 
 
 def set_attention(
-    model, attention: str, *, group_size_ratio: float = DEFAULT_GROUP_SIZE_RATIO, backend: str = "auto"
+    model,
+    attention: str,
+    *,
+    group_size_ratio: float = DEFAULT_GROUP_SIZE_RATIO,
+    backend: str = "auto",
+    group_size: int | None = None,
 ):
     """full: transformers' flash-attn 2 on a GPU when installed, else SDPA. s2: S²-Attn while training
-    (full attention in eval). short: the same groups with no shift (the paper's ablation)."""
+    (full attention in eval). short: the same groups with no shift (the paper's ablation).
+    group_size fixes G for every batch (else a share of each batch's length)."""
     if attention not in ATTENTIONS:
         raise ValueError(f"--attention must be one of {ATTENTIONS}, got {attention!r}")
     if attention == "full":
@@ -91,7 +97,9 @@ def set_attention(
         on_gpu = next(model.parameters()).is_cuda
         model.set_attn_implementation("flash_attention_2" if on_gpu and flash_available() else "sdpa")
         return model
-    return use_s2_attention(model, group_size_ratio=group_size_ratio, shift=attention == "s2", backend=backend)
+    return use_s2_attention(
+        model, group_size_ratio=group_size_ratio, shift=attention == "s2", backend=backend, group_size=group_size
+    )
 
 
 def embed_and_norm_modules(model) -> list[str]:

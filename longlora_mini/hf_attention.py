@@ -11,6 +11,8 @@ trains with S²-Attn (`model.train()`) and evaluates with ordinary full causal a
 from the model config, so they are saved with the model:
 
     s2_group_size_ratio  group size G = round(seq_len * ratio)      (default 1/4, the paper's)
+    s2_group_size        a fixed G instead (set by the trainer to a quarter of its context, so a padded
+                         batch groups each sequence exactly as it would be grouped alone)
     s2_shift             shift half of the heads (False: "short" attention, the paper's ablation)
     s2_backend           "auto", "sdpa", "flex", "flash" or "dense"  (see longlora_mini.attention)
 """
@@ -97,7 +99,9 @@ def s2attn_forward(
             "call the model with use_cache=False and no past_key_values, or switch to model.eval()."
         )
     config = module.config
-    group_size = group_size_for(n, getattr(config, "s2_group_size_ratio", DEFAULT_GROUP_SIZE_RATIO))
+    group_size = getattr(config, "s2_group_size", None) or group_size_for(
+        n, getattr(config, "s2_group_size_ratio", DEFAULT_GROUP_SIZE_RATIO)
+    )
     window = kwargs.get("sliding_window")
     if window is not None and window < group_size:
         raise ValueError(
@@ -126,10 +130,19 @@ def register() -> None:
 
 
 def use_s2_attention(
-    model, *, group_size_ratio: float = DEFAULT_GROUP_SIZE_RATIO, shift: bool = True, backend: str = "auto"
+    model,
+    *,
+    group_size_ratio: float = DEFAULT_GROUP_SIZE_RATIO,
+    shift: bool = True,
+    backend: str = "auto",
+    group_size: int | None = None,
 ):
-    """Switch a loaded transformers model to S²-Attn (training) / full attention (eval); returns the model."""
+    """Switch a loaded transformers model to S²-Attn (training) / full attention (eval); returns the model.
+
+    group_size: a fixed G for every batch (else round(seq_len * group_size_ratio) per batch)."""
     group_size_for(2, group_size_ratio)  # validates the ratio
+    if group_size is not None and group_size < 2:
+        raise ValueError(f"group_size must be at least 2, got {group_size}")
     pick_backend(torch.empty(0), backend)  # validates the backend name
     num_heads = model.config.num_attention_heads
     if num_heads % 2:
@@ -137,6 +150,7 @@ def use_s2_attention(
             f"S²-Attn shifts half of the heads; this model has {num_heads} heads. Train it with full attention instead."
         )
     model.config.s2_group_size_ratio = group_size_ratio
+    model.config.s2_group_size = group_size
     model.config.s2_shift = shift
     model.config.s2_backend = backend
     model.set_attn_implementation(ATTN_IMPLEMENTATION)

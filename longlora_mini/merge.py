@@ -17,7 +17,7 @@ from .extend import load_extended
 from .files import write_then_swap
 from .train import RUN_RECORD
 
-S2_CONFIG_FIELDS = ("s2_group_size_ratio", "s2_shift", "s2_backend")
+S2_CONFIG_FIELDS = ("s2_group_size_ratio", "s2_group_size", "s2_shift", "s2_backend")
 
 
 def read_run_record(trained: Path) -> dict:

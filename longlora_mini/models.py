@@ -49,12 +49,13 @@ def load_smollm2(**kwargs):
     return model, tokenizer
 
 
-def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: str = "linear"):
+def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: str = "linear", quantize_4bit: bool = False):
     """(model, tokenizer) in eval mode for any local causal LM the commands accept.
 
     "mini" (the committed base model), "smollm2", a `longlora-mini train` run's final/ folder (adapter
     on its extended base), or any Hugging Face causal-LM folder (plain or merged). `pi_length` sets
     position interpolation for that length without training (the paper's "PI only" baseline).
+    quantize_4bit loads the weights in 4 bits through bitsandbytes (GPU only).
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -62,10 +63,18 @@ def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: st
     from .merge import load_trained
     from .train import RUN_RECORD
 
+    kwargs = {}
+    if quantize_4bit:
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        kwargs = {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16),
+                  "device_map": "auto"}
+
     if str(spec) == "smollm2":
         if pi_length:
             raise ValueError("--pi-length is for local folders; SmolLM2 already has an 8192-token context")
-        model, tokenizer = load_smollm2()
+        model, tokenizer = load_smollm2(**kwargs)
         return model.eval(), tokenizer
     path = MODEL_DIR if str(spec) == "mini" else Path(spec)
     if not (path / "config.json").exists() and not (path / RUN_RECORD).exists():
@@ -74,8 +83,8 @@ def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: st
     if (path / RUN_RECORD).exists() and (path / "adapter_config.json").exists():
         if pi_length:
             raise ValueError("--pi-length applies to base models; a trained run already carries its rope scaling")
-        return load_trained(path), tokenizer
+        return load_trained(path, **kwargs), tokenizer
     architectures = AutoConfig.from_pretrained(str(path)).architectures or []
     if not any(a.endswith("ForCausalLM") for a in architectures):
         raise ValueError(f"{path} is not a causal language model (architectures: {architectures}); pass a …ForCausalLM")
-    return load_extended(path, pi_length, rope_scaling).eval(), tokenizer
+    return load_extended(path, pi_length, rope_scaling, **kwargs).eval(), tokenizer

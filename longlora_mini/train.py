@@ -50,8 +50,8 @@ from .extend import (
 )
 from .files import write_then_swap
 from .pretrain import MODEL_DIR
+from .sft import IGNORE_INDEX, TEMPLATES, collate, labelled_tokens
 
-IGNORE_INDEX = -100
 RUN_RECORD = "longlora.json"
 
 
@@ -61,7 +61,8 @@ class TrainConfig:
 
     model: str = str(MODEL_DIR)
     output_dir: str = "runs/extend"
-    data: str = "books,code"  # corpus names, "mix" (the mini model's pretraining mixture) or a uint16 token file
+    data: str = "books,code"  # corpus names, "mix" (the pretraining mixture), a uint16 token file or an SFT .json
+    template: str = "llama2"  # SFT prompt template: llama2 or chat
     context_length: int = 1024
     rope_scaling: str = "linear"
     attention: str = "s2"
@@ -92,6 +93,7 @@ class TrainConfig:
             (self.method in METHODS, f"method must be one of {METHODS}"),
             (self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision must be auto, no, bf16 or fp16"),
             (self.report_to in ("tensorboard", "none"), "report_to must be tensorboard or none"),
+            (self.template in TEMPLATES, f"template must be one of {TEMPLATES}"),
             (min(self.context_length, self.max_steps, self.batch_size, self.grad_accum) >= 1,
              "context_length, max_steps, batch_size and grad_accum must be at least 1"),
             (self.lr > 0 and self.save_every >= 0 and self.keep_checkpoints >= 1, "lr > 0, save_every >= 0, keep_checkpoints >= 1"),
@@ -105,7 +107,7 @@ class TrainConfig:
 
 
 # Settings that must not change when a run is resumed (others, e.g. max_steps, may).
-FIXED_ON_RESUME = ("model", "data", "context_length", "rope_scaling", "attention", "group_size_ratio", "method",
+FIXED_ON_RESUME = ("model", "data", "template", "context_length", "rope_scaling", "attention", "group_size_ratio", "method",
                    "lora_rank", "lora_alpha", "lr", "warmup_steps", "weight_decay", "batch_size", "grad_accum", "seed")
 
 
@@ -143,10 +145,14 @@ def step_rows(step: int, rows_per_step: int, num_rows: int, seed: int) -> np.nda
     return out
 
 
-def training_rows(config: TrainConfig, tokenizer, per_step: int):
-    """(step -> rows array (per_step, n), a line describing the data) for --data.
+Example = tuple  # (input_ids, labels) as int64 arrays; labels -100 where no loss is taken
 
-    Corpus names or a token file: packed rows in a seeded order (step_rows). "mix": the mini base
+
+def training_rows(config: TrainConfig, tokenizer, per_step: int):
+    """(step -> list of per_step examples (input_ids, labels), a line describing the data) for --data.
+
+    Corpus names or a token file: packed rows in a seeded order (step_rows), every token labelled.
+    A .json file: LongAlpaca-format SFT items (see sft.py), prompt masked, in a seeded order. "mix": the mini base
     model's pretraining mixture at the new length (natural rows, repeated spans, passkey prompts), the
     analogue of the paper fine-tuning Llama-2 on RedPajama, data like its pretraining data.
     """
@@ -158,27 +164,30 @@ def training_rows(config: TrainConfig, tokenizer, per_step: int):
                              "pass corpus names (books,code) or a token file for this model")
         mix = MixedRows(PretrainConfig(seq_len=config.context_length), tokenizer, random.Random(config.seed))
 
-        def rows_for_step(step: int) -> np.ndarray:
+        def rows_for_step(step: int) -> list[Example]:
             positions = range(step * per_step, (step + 1) * per_step)
-            return np.array([mix.row_at(p, config.seed) for p in positions], dtype=np.int64)
+            rows = [np.asarray(mix.row_at(p, config.seed), dtype=np.int64) for p in positions]
+            return [(row, row) for row in rows]
 
         return rows_for_step, "the pretraining mixture (natural, repeated-span and passkey rows), generated per step"
+    if config.data.endswith(".json"):
+        from .sft import load_items, prepare
+
+        sft = prepare(load_items(config.data), tokenizer, config.template, config.context_length)
+        return (lambda step: [sft.examples[i] for i in step_rows(step, per_step, len(sft.examples), config.seed)],
+                f"supervised items from {config.data}: {sft.report()}")
     rows = packed_rows(data.corpus_tokens(config.data, "train", tokenizer), config.context_length)
-    return (lambda step: rows[step_rows(step, per_step, len(rows), config.seed)]), f"{len(rows):,} packed training rows"
+    return (lambda step: [(row, row) for row in rows[step_rows(step, per_step, len(rows), config.seed)]],
+            f"{len(rows):,} packed training rows")
 
 
 def validation_rows(config: TrainConfig, tokenizer) -> np.ndarray | None:
-    """config.eval_windows rows of natural validation text spread over the split (none for a token file)."""
+    """config.eval_windows rows of natural validation text spread over the split (none for a file)."""
     if Path(config.data).exists():
         return None
     source = "books,code" if config.data == "mix" else config.data
     rows = packed_rows(data.corpus_tokens(source, "val", tokenizer), config.context_length)
     return rows[np.linspace(0, len(rows) - 1, min(config.eval_windows, len(rows))).astype(np.int64)]
-
-
-def causal_lm_batch(rows: np.ndarray) -> dict[str, torch.Tensor]:
-    ids = torch.from_numpy(np.ascontiguousarray(rows))  # (b, n)
-    return {"input_ids": ids, "labels": ids}
 
 
 def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -201,7 +210,7 @@ def validation_loss(model, rows: np.ndarray, device, batch_size: int) -> float:
     model.eval()
     loss_sum, count = 0.0, 0
     for first in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in causal_lm_batch(rows[first : first + batch_size]).items()}
+        batch = {k: v.to(device) for k, v in collate([(r, r) for r in rows[first : first + batch_size]], 0).items()}
         loss, tokens = summed_loss(model, batch)
         loss_sum, count = loss_sum + loss.item(), count + tokens
     model.train(was_training)
@@ -313,7 +322,11 @@ def prepare_model(config: TrainConfig):
 
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     model = load_extended(config.model, config.context_length, config.rope_scaling)
-    set_attention(model, config.attention, group_size_ratio=config.group_size_ratio, backend=config.attention_backend)
+    # one group size for every batch, a share of the training context: a padded (SFT) batch then groups each
+    # sequence exactly as it would be grouped alone; packed rows all have the context's length anyway
+    group_size = max(2, round(config.context_length * config.group_size_ratio))
+    set_attention(model, config.attention, group_size_ratio=config.group_size_ratio, backend=config.attention_backend,
+                  group_size=group_size)
     model.config.use_cache = False
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -365,6 +378,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     if accelerator.state.deepspeed_plugin is None:
         accelerator.register_save_state_pre_hook(_only_trainable(model))
 
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     metrics_path = output_dir / "metrics.jsonl"
     start_step, report = 0, {}
     if resume and existing:
@@ -392,12 +406,12 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                disable=not (show_progress and accelerator.is_local_main_process), initial=start_step, total=config.max_steps)
     for step in bar:
         started = time.perf_counter()
-        rows = rows_for_step(step)  # (per_step, n)
-        micro = rows.reshape(config.grad_accum, accelerator.num_processes, config.batch_size, -1)[:, accelerator.process_index]
-        step_tokens = rows.shape[0] * (rows.shape[1] - 1)  # every packed token but the first of a row is predicted
+        examples = rows_for_step(step)  # per_step (input_ids, labels) pairs, the same on every process
+        step_tokens = labelled_tokens(examples)
         loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-        for micro_rows in micro:  # (batch, n) each
-            batch = {k: v.to(accelerator.device) for k, v in causal_lm_batch(micro_rows).items()}
+        for micro_step in range(config.grad_accum):
+            first = (micro_step * accelerator.num_processes + accelerator.process_index) * config.batch_size
+            batch = {k: v.to(accelerator.device) for k, v in collate(examples[first : first + config.batch_size], pad_id).items()}
             with accelerator.accumulate(model):
                 loss, _ = summed_loss(model, batch)
                 # accelerate divides by grad_accum and DDP averages over processes: undo both, so that the
@@ -412,7 +426,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         scheduler.step()
         loss_value = (accelerator.reduce(loss_sum, reduction="sum") / step_tokens).item()
         elapsed = time.perf_counter() - started
-        record = {"step": step + 1, "loss": round(loss_value, 6), "lr": lr, "tokens_per_s": round(rows.size / elapsed, 1)}
+        record = {"step": step + 1, "loss": round(loss_value, 6), "lr": lr, "tokens_per_s": round(sum(len(ids) for ids, _ in examples) / elapsed, 1)}
         if accelerator.is_main_process:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -478,7 +492,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"(default {default})")
         else:
-            choices = {"rope_scaling": ROPE_SCALINGS, "attention": ATTENTIONS, "method": METHODS}.get(f.name)
+            choices = {"rope_scaling": ROPE_SCALINGS, "attention": ATTENTIONS, "method": METHODS,
+                       "template": TEMPLATES}.get(f.name)
             parser.add_argument(flag, dest=f.name, type=type(default), choices=choices, default=None,
                                 help=f"(default {default})")
 

@@ -179,10 +179,11 @@ def test_the_pretraining_mixture_as_training_data_is_a_function_of_seed_and_step
     tokenizer = data.load_tokenizer()
     config = TrainConfig(data="mix", context_length=512, seed=5)
     rows_for_step, _ = training_rows(config, tokenizer, per_step=16)
-    first, again = rows_for_step(3), training_rows(config, tokenizer, per_step=16)[0](3)
+    rows = lambda make, step: np.stack([ids for ids, _ in make(step)])  # (16, 512)
+    first, again = rows(rows_for_step, 3), rows(training_rows(config, tokenizer, per_step=16)[0], 3)
     assert first.shape == (16, 512) and np.array_equal(first, again)
-    assert not np.array_equal(first, rows_for_step(4))
+    assert not np.array_equal(first, rows(rows_for_step, 4))
     question = tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
-    many = np.concatenate([rows_for_step(s) for s in range(4)])  # 64 rows: ~15 % hold a passkey prompt
+    many = np.concatenate([rows(rows_for_step, s) for s in range(4)])  # 64 rows: ~15 % hold a passkey prompt
     with_prompt = sum(any(list(r[i : i + len(question)]) == question for i in range(512 - len(question))) for r in many)
     assert 3 <= with_prompt <= 20

@@ -1,0 +1,170 @@
+"""A long-context question-answering set made from the books corpus, in LongAlpaca format.
+
+Each item gives a passage of a play or a book of the Bible (`input`, a window of whole lines of about
+`context_tokens` tokens) and a question whose answer sits in a far part of it (`instruction`):
+
+  speaker    Which character speaks the line "..."?                 -> the speaker tag above that line
+  verse      Which chapter and verse reads "..."?                   -> "chapter:verse" before that text
+  next_word  Which word comes right after "..." in the passage?     -> the word after that phrase, same line
+
+The quoted text is taken from the first three quarters of the passage and is unique in it, so the
+answer is one exact string and needs the passage, not general knowledge. Train items come from the
+train split's documents, test items from the test split's (held out whole). Deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from . import data
+
+QA_DIR = data.DATA_DIR / "qa"
+KINDS = ("speaker", "verse", "next_word")
+SPEAKER = re.compile(r"^([A-Z][A-Z .'\-]+)\.$")
+VERSE = re.compile(r"^(\d+:\d+) (.+)$")
+WORD = re.compile(r"[A-Za-z']+")
+
+
+def passage(text: str, tokenizer, context_tokens: int, rng: random.Random) -> list[str]:
+    """Whole lines from a random place in the text, as many as fit in context_tokens tokens."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    start = rng.randrange(max(1, len(lines) - 10))
+    out, used = [], 0
+    for line in lines[start:]:
+        cost = len(tokenizer(line + "\n", add_special_tokens=False)["input_ids"])
+        if used + cost > context_tokens:
+            break
+        out.append(line)
+        used += cost
+    return out
+
+
+def _quote(words: list[str]) -> str:
+    return " ".join(words)
+
+
+def speaker_question(lines: list[str], rng: random.Random):
+    candidates = []
+    speaker = None
+    for i, line in enumerate(lines[: 3 * len(lines) // 4]):
+        tag = SPEAKER.match(line.strip())
+        if tag:
+            speaker = tag.group(1)
+        elif speaker and len(line.split()) >= 5:
+            candidates.append((line.strip(), speaker))
+    rng.shuffle(candidates)
+    for line, who in candidates:
+        if sum(line in other for other in lines) == 1:
+            return f'Which character speaks the line "{line}"?', who
+    return None
+
+
+def verse_question(lines: list[str], rng: random.Random):
+    candidates = [VERSE.match(line) for line in lines[: 3 * len(lines) // 4]]
+    candidates = [m for m in candidates if m and len(m.group(2).split()) >= 6]
+    rng.shuffle(candidates)
+    for m in candidates:
+        quote = _quote(m.group(2).split()[:8])
+        if sum(quote in line for line in lines) == 1:
+            return f'Which chapter and verse reads "{quote}"?', m.group(1)
+    return None
+
+
+def next_word_question(lines: list[str], rng: random.Random):
+    text = "\n".join(lines)
+    words = [(m.group(), m.start()) for m in WORD.finditer(text)]
+    limit = 3 * len(words) // 4
+    for _ in range(50):
+        i = rng.randrange(5, max(6, limit))
+        if i + 1 >= len(words):
+            continue
+        end = words[i][1] + len(words[i][0])
+        phrase, gap = text[words[i - 4][1] : end], text[end : words[i + 1][1]]
+        if "\n" in phrase or text.count(phrase) != 1 or not re.fullmatch(r"[ ,;:!?]*", gap):
+            continue  # one line, unique, and the next word follows on the same line
+        return f'Which word comes right after "{phrase}" in the passage?', words[i + 1][0]
+    return None
+
+
+def make_items(split: str, context_tokens: int, count: int, seed: int, tokenizer) -> list[dict]:
+    """`count` items at one passage length from the documents of one split, all kinds mixed."""
+    rng = random.Random(f"qa-{split}-{context_tokens}-{seed}")
+    docs = data.read_corpus("books")
+    splits = data.assign_splits(docs)
+    docs = [d for d in docs if splits[d.name] == split]
+    items, tries = [], 0
+    while len(items) < count:
+        tries += 1
+        if tries > 50 * count:
+            raise RuntimeError(f"could not make {count} questions at {context_tokens} tokens from the {split} split")
+        doc = rng.choice(docs)
+        lines = passage(doc.text, tokenizer, context_tokens, rng)
+        if len(lines) < 8:
+            continue
+        kind = rng.choice(["speaker" if doc.name.startswith("play:") else "verse", "next_word"])
+        made = {"speaker": speaker_question, "verse": verse_question, "next_word": next_word_question}[kind](lines, rng)
+        if made:
+            question, answer = made
+            items.append({"instruction": question, "input": "\n".join(lines), "output": answer,
+                          "kind": kind, "context_tokens": context_tokens, "source": doc.name})
+    return items
+
+
+def build(out_dir: Path = QA_DIR, *, lengths=(192, 448, 960), train_per_length: int = 300,
+          test_per_length: int = 40, seed: int = 0) -> dict[str, Path]:
+    """Write longqa_train.json and longqa_test.json (a list of items each) and return their paths."""
+    tokenizer = data.load_tokenizer()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, count in (("train", train_per_length), ("test", test_per_length)):
+        items = [item for n in lengths for item in make_items(split, n, count, seed, tokenizer)]
+        paths[split] = out_dir / f"longqa_{split}.json"
+        paths[split].write_text(json.dumps(items, indent=1, ensure_ascii=False) + "\n")
+    return paths
+
+
+def first_answer(text: str) -> str:
+    """The model's answer as compared with the reference: its first line, stripped, without end punctuation."""
+    return text.strip().split("\n")[0].strip().rstrip(".,;:!?")
+
+
+def exact_match(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> float:
+    """Share of items whose greedy answer equals the reference exactly."""
+    import torch
+
+    from .sft import encode
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    hits = 0
+    for item in items:
+        ids, labels = encode(item, tokenizer, template)
+        prompt = [t for t, lab in zip(ids, labels) if lab == -100]  # the prompt is the masked prefix
+        input_ids = torch.tensor([prompt], device=device)
+        with torch.no_grad():
+            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        answer = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True)
+        hits += first_answer(answer) == item["output"]
+    model.train(was_training)
+    return hits / max(1, len(items))
+
+
+def evaluate_items(model, tokenizer, items: list[dict], *, template: str = "llama2", max_new_tokens: int = 8,
+                   limit: int | None = None) -> dict:
+    """Exact match over the items whose prompt and answer fit the model's context, overall and by kind."""
+    from .sft import encode
+
+    context = model.config.max_position_embeddings
+    fits = [it for it in items if len(encode(it, tokenizer, template)[0]) + max_new_tokens <= context][:limit]
+    by_kind = {}
+    for kind in sorted({it.get("kind", "all") for it in fits}):
+        chosen = [it for it in fits if it.get("kind", "all") == kind]
+        by_kind[kind] = exact_match(model, tokenizer, chosen, template, max_new_tokens)
+    total = sum(by_kind[k] * sum(it.get("kind", "all") == k for it in fits) for k in by_kind)
+    return {"exact_match": total / max(1, len(fits)), "scored": len(fits), "skipped": len(items) - len(fits),
+            "context": context, "by_kind": by_kind}

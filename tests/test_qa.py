@@ -1,0 +1,71 @@
+"""The project-made long QA set: deterministic, answers really in the passage, held-out documents; generate."""
+
+import json
+import os
+import subprocess
+import sys
+
+from longlora_mini import data
+from longlora_mini.qa import QA_DIR, build, first_answer, make_items
+
+
+def test_committed_qa_files_rebuild_byte_for_byte(tmp_path):
+    paths = build(tmp_path)
+    for split, path in paths.items():
+        assert path.read_bytes() == (QA_DIR / path.name).read_bytes(), f"data/qa/{path.name} differs: run longlora-mini data qa"
+
+
+def test_answers_are_in_the_passage_and_need_it():
+    docs = data.read_corpus("books")
+    splits = data.assign_splits(docs)
+    items = json.loads((QA_DIR / "longqa_test.json").read_text())
+    assert {item["kind"] for item in items} == {"speaker", "verse", "next_word"}
+    for item in items:
+        assert splits[item["source"]] == "test"  # held-out documents only
+        quote = item["instruction"].split('"')[1]
+        passage = item["input"]
+        assert passage.count(quote) == 1
+        at = passage.index(quote)
+        if item["kind"] == "next_word":
+            assert passage[at + len(quote) :].lstrip(" ,;:!?").startswith(item["output"])
+        elif item["kind"] == "speaker":
+            assert f"\n{item['output']}.\n" in "\n" + passage[:at]  # the tag is above the line
+        else:
+            assert passage[:at].endswith(f"{item['output']} ")
+        assert at < 0.8 * len(passage)  # from the first three quarters: the answer is far from the question's end
+    train_sources = {item["source"] for item in json.loads((QA_DIR / "longqa_train.json").read_text())}
+    assert not train_sources & {item["source"] for item in items}
+
+
+def test_make_items_is_deterministic():
+    tokenizer = data.load_tokenizer()
+    assert make_items("val", 192, 5, 3, tokenizer) == make_items("val", 192, 5, 3, tokenizer)
+    assert first_answer(" BOTTOM.\nmore") == "BOTTOM"
+
+
+def run_cli(*args, cwd):
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "longlora_mini", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_generate_streams_an_answer_and_refuses_what_does_not_fit(tmp_path):
+    item = json.loads((QA_DIR / "longqa_test.json").read_text())[0]
+    (tmp_path / "passage.txt").write_text(item["input"][:300])
+    ok = run_cli("generate", "--model", "mini", "--text", "passage.txt", "--question", item["instruction"],
+                 "--max-new-tokens", "4", cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr[-2000:]
+    (tmp_path / "long.txt").write_text(item["input"] * 20)
+    long = run_cli("generate", "--model", "mini", "--text", "long.txt", "--question", "Who?", cwd=tmp_path)
+    assert long.returncode != 0 and "more than this model's context of 256" in long.stderr
+    quant = run_cli("generate", "--model", "mini", "--question", "Who?", "--load-in-4bit", cwd=tmp_path)
+    assert quant.returncode != 0 and "needs a CUDA GPU and bitsandbytes" in quant.stderr
+
+
+def test_eval_qa_scores_the_items_that_fit(tmp_path):
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "LONGLORA_MINI_SMOKE": "1"}
+    done = subprocess.run([sys.executable, "-m", "longlora_mini", "eval", "qa", "--model", "mini", "--pi-length", "512",
+                           "--json", "qa.json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "qa.json").read_text())["mini"]
+    assert result["context"] == 512 and 0 < result["scored"] <= 4 and 0.0 <= result["exact_match"] <= 1.0
