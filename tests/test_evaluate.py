@@ -125,3 +125,10 @@ def test_eval_commands_run_on_the_committed_model_at_smoke_sizes(tmp_path):
     assert grid["lengths"] == [256, 512] and len(grid["accuracy"][0]) == 2
     bad = run_cli("eval", "ppl", "--model", "mini", "--lengths", "999999", cwd=tmp_path)
     assert bad.returncode != 0 and "use shorter --lengths" in bad.stderr
+
+
+def test_eval_passkey_runs_on_smollm2_offline(tmp_path):
+    key = run_cli("eval", "passkey", "--model", "smollm2", "--depths", "0,1", "--json", "pk.json", cwd=tmp_path)
+    assert key.returncode == 0, key.stderr[-2000:]
+    grid = json.loads((tmp_path / "pk.json").read_text())["smollm2"]
+    assert grid["lengths"] == [256, 512] and min(min(row) for row in grid["accuracy"]) >= 0.5  # a real 8k model retrieves
