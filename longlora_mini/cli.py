@@ -79,15 +79,9 @@ def _pretrain(args) -> int:
 
 
 def _train(args) -> int:
-    import os
+    from .train import run_from_args
 
-    from .smoke import smoke_mode
-    from .train import SMOKE_OVERRIDES, config_from_args, train
-
-    report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume)
-    if os.environ.get("RANK", "0") == "0":
-        print({k: v for k, v in report.items() if k.startswith("val_loss")})
-    return 0
+    return run_from_args(args)
 
 
 def _sft(args) -> int:
@@ -113,15 +107,14 @@ def _generate(args) -> int:
     from transformers import TextStreamer
 
     from .models import load_any
-    from .sft import IGNORE_INDEX, encode
+    from .sft import prompt_ids
 
     if args.load_in_4bit and not (torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes")):
         raise SystemExit("--load-in-4bit (QLoRA-style loading) needs a CUDA GPU and bitsandbytes "
                          "(pip install bitsandbytes); on a CPU load the model without it")
     model, tokenizer = load_any(args.model, quantize_4bit=args.load_in_4bit)
     text = Path(args.text).read_text() if args.text else ""
-    ids, labels = encode({"instruction": args.question, "input": text, "output": ""}, tokenizer, args.template)
-    prompt = [t for t, label in zip(ids, labels) if label == IGNORE_INDEX]
+    prompt = prompt_ids({"instruction": args.question, "input": text, "output": ""}, tokenizer, args.template)
     context = model.config.max_position_embeddings
     if len(prompt) + args.max_new_tokens > context:
         raise SystemExit(

@@ -166,23 +166,15 @@ def _duplicated_by_peft(model) -> int:
 
 
 def expected_trainable(config, method: str, rank: int = 8) -> int:
-    """The trainable-parameter count from the architecture alone (what `trainable_counts` must find).
+    """The trainable-parameter count from the architecture alone (what `trainable_counts` must find):
+    the closed form of `plan.trainable_parameters`, for Llama-style q/k/v/o projections."""
+    from .plan import architecture_from_config, trainable_parameters
 
-    LoRA adds r * (d_in + d_out) per adapted projection: q (d -> h*hd), k and v (d -> kv*hd), o (h*hd -> d)
-    in every layer; LoRA+ adds the input embedding (V * d) and the norms (2 per layer + the final one, d each).
-    """
-    d, layers = config.hidden_size, config.num_hidden_layers
-    head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads
-    q_out = config.num_attention_heads * head_dim
-    kv_out = getattr(config, "num_key_value_heads", config.num_attention_heads) * head_dim
     if method == "full":
         raise ValueError("full fine-tuning trains every parameter; count them with sum(p.numel() ...)")
     if config.model_type not in ("llama", "mistral", "qwen2"):
         raise ValueError(f"the closed form covers Llama-style q/k/v/o projections, not {config.model_type!r}")
-    lora = layers * rank * ((d + q_out) + 2 * (d + kv_out) + (q_out + d))
-    if method == "lora":
-        return lora
-    return lora + config.vocab_size * d + (2 * layers + 1) * d
+    return trainable_parameters(architecture_from_config(config.to_dict()), method, rank)
 
 
 def describe_trainable(counts: dict[str, int]) -> str:

@@ -48,14 +48,19 @@ class Architecture:
     vocab: int
     trained_length: int
     tied: bool = False
+    head_dim: int | None = None  # None: hidden // heads
+
+    @property
+    def q_dim(self) -> int:
+        return (self.head_dim or self.hidden // self.heads) * self.heads
 
     @property
     def kv_dim(self) -> int:
-        return self.hidden // self.heads * self.kv_heads
+        return (self.head_dim or self.hidden // self.heads) * self.kv_heads
 
     def parameters(self) -> int:
         d = self.hidden
-        per_layer = d * (2 * d + 2 * self.kv_dim) + 3 * d * self.ffn + 2 * d
+        per_layer = d * (2 * self.q_dim + 2 * self.kv_dim) + 3 * d * self.ffn + 2 * d
         return self.layers * per_layer + self.vocab * d * (1 if self.tied else 2) + d
 
 
@@ -79,20 +84,27 @@ def architecture(model: str) -> Architecture:
         path = path / "config.json"
     if not path.exists():
         raise ValueError(f"--model takes a preset ({', '.join(PRESETS)}) or a config.json path; got {model!r}")
-    c = json.loads(path.read_text())
+    return architecture_from_config(json.loads(path.read_text()))
+
+
+def architecture_from_config(c: dict) -> Architecture:
+    """The figures plan needs from a Hugging Face config (as a dict, e.g. config.json or config.to_dict())."""
     heads = c["num_attention_heads"]
     return Architecture(
         layers=c["num_hidden_layers"], hidden=c["hidden_size"], ffn=c["intermediate_size"], heads=heads,
-        kv_heads=c.get("num_key_value_heads", heads), vocab=c["vocab_size"],
+        kv_heads=c.get("num_key_value_heads") or heads, vocab=c["vocab_size"],
         trained_length=c.get("max_position_embeddings", 0), tied=c.get("tie_word_embeddings", False),
+        head_dim=c.get("head_dim"),
     )
 
 
 def trainable_parameters(arch: Architecture, method: str, rank: int = 8) -> int:
+    """LoRA adds r * (d_in + d_out) per adapted projection: q (d -> q_dim), k and v (d -> kv_dim), o (q_dim -> d)
+    in every layer; LoRA+ adds the input embedding (V * d) and the norms (2 per layer + the final one, d each)."""
     d = arch.hidden
     if method == "full":
         return arch.parameters()
-    lora = arch.layers * rank * ((d + d) + 2 * (d + arch.kv_dim) + (d + d))
+    lora = arch.layers * rank * ((d + arch.q_dim) + 2 * (d + arch.kv_dim) + (arch.q_dim + d))
     if method == "lora":
         return lora
     return lora + arch.vocab * d + (2 * arch.layers + 1) * d
@@ -106,7 +118,7 @@ def flops_per_token(arch: Architecture, n_att: int) -> dict[str, float]:
     """Forward FLOPs per token: projections, MLP, attention, LM head."""
     d, layers = arch.hidden, arch.layers
     parts = {
-        "projections": 2 * layers * d * (2 * d + 2 * arch.kv_dim),
+        "projections": 2 * layers * d * (2 * arch.q_dim + 2 * arch.kv_dim),
         "mlp": 2 * layers * 3 * d * arch.ffn,
         "attention": 2 * layers * 2 * n_att * d,
         "lm_head": 2 * arch.vocab * d,

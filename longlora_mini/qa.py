@@ -131,27 +131,30 @@ def first_answer(text: str) -> str:
     return text.strip().split("\n")[0].strip().rstrip(".,;:!?")
 
 
-def exact_match(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> float:
-    """Share of items whose greedy answer equals the reference exactly."""
+def answered(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> list[bool]:
+    """For each item, whether its greedy answer equals the reference exactly."""
     import torch
 
-    from .sft import encode
+    from .sft import prompt_ids
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    hits = 0
+    hits = []
     for item in items:
-        ids, labels = encode(item, tokenizer, template)
-        prompt = [t for t, lab in zip(ids, labels) if lab == -100]  # the prompt is the masked prefix
+        prompt = prompt_ids(item, tokenizer, template)
         input_ids = torch.tensor([prompt], device=device)
         with torch.no_grad():
             out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        answer = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True)
-        hits += first_answer(answer) == item["output"]
+        hits.append(first_answer(tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True)) == item["output"])
     model.train(was_training)
-    return hits / max(1, len(items))
+    return hits
+
+
+def exact_match(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> float:
+    """Share of items whose greedy answer equals the reference exactly."""
+    return sum(answered(model, tokenizer, items, template, max_new_tokens)) / max(1, len(items))
 
 
 def evaluate_items(model, tokenizer, items: list[dict], *, template: str = "llama2", max_new_tokens: int = 8,
@@ -161,10 +164,8 @@ def evaluate_items(model, tokenizer, items: list[dict], *, template: str = "llam
 
     context = model.config.max_position_embeddings
     fits = [it for it in items if len(encode(it, tokenizer, template)[0]) + max_new_tokens <= context][:limit]
-    by_kind = {}
-    for kind in sorted({it.get("kind", "all") for it in fits}):
-        chosen = [it for it in fits if it.get("kind", "all") == kind]
-        by_kind[kind] = exact_match(model, tokenizer, chosen, template, max_new_tokens)
-    total = sum(by_kind[k] * sum(it.get("kind", "all") == k for it in fits) for k in by_kind)
-    return {"exact_match": total / max(1, len(fits)), "scored": len(fits), "skipped": len(items) - len(fits),
+    hits = answered(model, tokenizer, fits, template, max_new_tokens)
+    kinds = [it.get("kind", "all") for it in fits]
+    by_kind = {k: sum(h for h, kk in zip(hits, kinds) if kk == k) / kinds.count(k) for k in sorted(set(kinds))}
+    return {"exact_match": sum(hits) / max(1, len(fits)), "scored": len(fits), "skipped": len(items) - len(fits),
             "context": context, "by_kind": by_kind}

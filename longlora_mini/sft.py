@@ -70,6 +70,12 @@ def encode(item: dict, tokenizer, template: str) -> tuple[list[int], list[int]]:
     return ids, labels
 
 
+def prompt_ids(item: dict, tokenizer, template: str) -> list[int]:
+    """The tokens the model reads before answering (the masked prefix of `encode`), for generation."""
+    ids, labels = encode(item, tokenizer, template)
+    return [t for t, label in zip(ids, labels) if label == IGNORE_INDEX]
+
+
 @dataclass
 class SftData:
     """Encoded items that fit, and what was dropped and why."""

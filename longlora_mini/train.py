@@ -254,19 +254,15 @@ def rows_per_step(config: TrainConfig, num_processes: int) -> int:
     return config.batch_size * config.grad_accum * num_processes
 
 
-def _only_trainable(model):
+def _only_trainable(model, accelerator):
     """A save_state hook: keep the trainable weights only (a LoRA checkpoint of a 7B model is MBs, not 13 GB)."""
-    trainable = {name for name, p in accelerator_unwrap(model).named_parameters() if p.requires_grad}
+    trainable = {name for name, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
 
     def hook(models, weights, output_dir):
         for i, state in enumerate(weights):
             weights[i] = {k: v for k, v in state.items() if k in trainable or k.removeprefix("module.") in trainable}
 
     return hook
-
-
-def accelerator_unwrap(model):
-    return model.module if hasattr(model, "module") else model
 
 
 def check_resumable(state: dict, config: TrainConfig, num_processes: int) -> None:
@@ -376,7 +372,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
     if accelerator.state.deepspeed_plugin is None:
-        accelerator.register_save_state_pre_hook(_only_trainable(model))
+        accelerator.register_save_state_pre_hook(_only_trainable(model, accelerator))
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     metrics_path = output_dir / "metrics.jsonl"
@@ -508,17 +504,20 @@ def config_from_args(args: argparse.Namespace, smoke_overrides: dict | None = No
 SMOKE_OVERRIDES = dict(context_length=512, max_steps=4, grad_accum=1, save_every=2, eval_windows=2, warmup_steps=1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_from_args(args: argparse.Namespace) -> int:
+    """Train from parsed options (smoke overrides in smoke mode); the main process prints the report."""
     from .smoke import smoke_mode
 
-    parser = argparse.ArgumentParser(prog="longlora-mini train", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    config = config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None)
-    report = train(config, resume=args.resume)
+    report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({k: v for k, v in report.items() if k != "trainable"}, indent=1))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="longlora-mini train", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
