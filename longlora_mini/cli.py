@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from .smoke import pick
+from .smoke import ENV_VAR, pick, smoke_mode
 
 
 def _int_list(text: str) -> list[int]:
@@ -235,6 +236,29 @@ def _eval_qa(args) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    from .reproduce import RESULTS_DIR, run_grid
+
+    out = Path(args.out) if args.out else (Path("runs/reproduce-smoke") if smoke_mode() else RESULTS_DIR)
+    measurements = run_grid(out, update_readme=not args.no_readme and not smoke_mode())
+    print((out / "tables.md").read_text())
+    print(f"wrote the raw runs, measurements.json, tables.md and figures to {out} in {measurements['minutes']} min")
+    return 0
+
+
+def _demo(args) -> int:
+    from .reproduce import demo, format_demo
+
+    out = Path(args.out)
+    if (out / "demo.json").exists() and not args.again:
+        raise SystemExit(f"{out} already holds a demo: pass --again to measure it again (training is reused), "
+                         "or --out another folder")
+    result = demo(out, factor=args.factor)
+    print(format_demo(result))
+    print("wrote " + " and ".join(result.figures))
+    return 0
+
+
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
@@ -310,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan_cmd = commands.add_parser("plan", help="memory per GPU and FLOPs of a run, before renting GPUs")
     plan_cmd.add_argument("--model", default="llama2-7b", help=f"a preset ({', '.join(PRESETS)}) or a config.json")
     plan_cmd.add_argument("--context-length", type=int, default=8192)
-    plan_cmd.add_argument("--method", choices=["full", "lora", "lora+"], default="lora+")
+    from .extend import METHODS
+
+    plan_cmd.add_argument("--method", choices=METHODS, default="lora+")
     plan_cmd.add_argument("--attention", choices=["full", "s2", "short"], default="s2")
     plan_cmd.add_argument("--group-size-ratio", type=float, default=0.25)
     plan_cmd.add_argument("--strategy", choices=STRATEGIES, default="zero2")
@@ -355,11 +381,25 @@ def build_parser() -> argparse.ArgumentParser:
     passkey.add_argument("--trials", type=int, help="keys per (length, depth) cell (default 10, the official count; smoke 2)")
     passkey.add_argument("--seed", type=int, default=0)
     passkey.set_defaults(run=_eval_passkey)
+
+    rep = commands.add_parser("reproduce", help="the paper's claims on the mini model: the whole grid, tables, figures")
+    rep.add_argument("--out", help="results folder (default data/results/reproduce; smoke mode: runs/reproduce-smoke)")
+    rep.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results section")
+    rep.add_argument("--smoke", action="store_true", help="the CI-sized grid (the same as LONGLORA_MINI_SMOKE=1)")
+    rep.set_defaults(run=_reproduce)
+    demo_cmd = commands.add_parser("demo", help="extend the mini model 4x with S²-Attn + LoRA+ and compare before/after")
+    demo_cmd.add_argument("--out", default="runs/demo", help="where the run and the figures go (default runs/demo)")
+    demo_cmd.add_argument("--factor", type=int, default=4, choices=[2, 4, 8], help="context growth (default 4: 256 -> 1024)")
+    demo_cmd.add_argument("--again", action="store_true", help="measure again into an existing --out")
+    demo_cmd.add_argument("--smoke", action="store_true", help="tiny sizes (the same as LONGLORA_MINI_SMOKE=1)")
+    demo_cmd.set_defaults(run=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "smoke", False):
+        os.environ[ENV_VAR] = "1"
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # accelerate logs every file of every checkpoint at INFO
         logging.getLogger("accelerate").setLevel(logging.WARNING)

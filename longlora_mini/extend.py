@@ -20,7 +20,9 @@ from .hf_attention import DEFAULT_GROUP_SIZE_RATIO, use_s2_attention
 
 ROPE_SCALINGS = ("linear", "dynamic", "yarn")
 ATTENTIONS = ("full", "s2", "short")
-METHODS = ("full", "lora", "lora+")
+# lora+ is the paper's LoRA + trainable embedding + norms; lora+norm and lora+embed are its ablation halves
+METHODS = ("full", "lora", "lora+norm", "lora+embed", "lora+")
+EXTRA_TRAINABLE = {"lora": (), "lora+norm": ("norm",), "lora+embed": ("embed",), "lora+": ("embed", "norm")}
 
 # LoRA targets per architecture: the attention projections q, k, v, o.
 LORA_TARGETS = {
@@ -102,12 +104,13 @@ def set_attention(
     )
 
 
-def embed_and_norm_modules(model) -> list[str]:
-    """Names of the input embedding and of every normalisation layer (LoRA+'s extra trainable modules)."""
+def extra_trainable_modules(model, kinds=("embed", "norm")) -> list[str]:
+    """Names of the input embedding ("embed") and/or of every normalisation layer ("norm"): the modules
+    that LoRA+ trains beside the adapters."""
     embed = model.get_input_embeddings()
     names = []
     for name, module in model.named_modules():
-        if module is embed or "norm" in type(module).__name__.lower():
+        if ("embed" in kinds and module is embed) or ("norm" in kinds and "norm" in type(module).__name__.lower()):
             names.append(name)
     return names
 
@@ -123,7 +126,8 @@ def lora_targets(config) -> list[str]:
 
 def apply_method(model, method: str, *, rank: int = 8, alpha: int = 16):
     """full: every weight trains. lora: peft LoRA on q/k/v/o, the rest frozen. lora+: LoRA plus trainable
-    input embeddings and norms. Returns the model (a peft model for lora / lora+)."""
+    input embeddings and norms; lora+norm / lora+embed: only one of the two (the paper's ablation).
+    Returns the model (a peft model for every LoRA method)."""
     if method not in METHODS:
         raise ValueError(f"--method must be one of {METHODS}, got {method!r}")
     if method == "full":
@@ -131,7 +135,7 @@ def apply_method(model, method: str, *, rank: int = 8, alpha: int = 16):
         return model
     from peft import LoraConfig, get_peft_model
 
-    extra = embed_and_norm_modules(model) if method == "lora+" else None
+    extra = extra_trainable_modules(model, EXTRA_TRAINABLE[method]) or None
     lora = LoraConfig(
         r=rank,
         lora_alpha=alpha,
@@ -139,7 +143,7 @@ def apply_method(model, method: str, *, rank: int = 8, alpha: int = 16):
         target_modules=lora_targets(model.config),
         modules_to_save=extra,
         # a tied lm_head keeps sharing the trained embedding (as the official code's requires_grad does)
-        ensure_weight_tying=bool(extra) and bool(getattr(model.config, "tie_word_embeddings", False)),
+        ensure_weight_tying="embed" in EXTRA_TRAINABLE[method] and bool(getattr(model.config, "tie_word_embeddings", False)),
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)

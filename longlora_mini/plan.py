@@ -100,14 +100,15 @@ def architecture_from_config(c: dict) -> Architecture:
 
 def trainable_parameters(arch: Architecture, method: str, rank: int = 8) -> int:
     """LoRA adds r * (d_in + d_out) per adapted projection: q (d -> q_dim), k and v (d -> kv_dim), o (q_dim -> d)
-    in every layer; LoRA+ adds the input embedding (V * d) and the norms (2 per layer + the final one, d each)."""
+    in every layer; LoRA+ adds the input embedding (V * d) and the norms (2 per layer + the final one, d each),
+    lora+embed and lora+norm one of the two."""
     d = arch.hidden
     if method == "full":
         return arch.parameters()
     lora = arch.layers * rank * ((d + arch.q_dim) + 2 * (d + arch.kv_dim) + (arch.q_dim + d))
-    if method == "lora":
-        return lora
-    return lora + arch.vocab * d + (2 * arch.layers + 1) * d
+    embed = arch.vocab * d if method in ("lora+", "lora+embed") else 0
+    norms = (2 * arch.layers + 1) * d if method in ("lora+", "lora+norm") else 0
+    return lora + embed + norms
 
 
 def attended_keys(context: int, attention: str, group_size_ratio: float) -> int:
@@ -171,8 +172,10 @@ def plan(
         raise ValueError(f"--strategy must be one of {STRATEGIES}, got {strategy!r}")
     if kernel not in ("flash", "sdpa"):
         raise ValueError(f"--kernel must be flash or sdpa, got {kernel!r}")
-    if attention not in ("full", "s2", "short") or method not in ("full", "lora", "lora+"):
-        raise ValueError("--attention takes full/s2/short and --method full/lora/lora+")
+    from .extend import ATTENTIONS, METHODS
+
+    if attention not in ATTENTIONS or method not in METHODS:
+        raise ValueError(f"--attention takes {'/'.join(ATTENTIONS)} and --method {'/'.join(METHODS)}")
     arch = architecture(model)
     P, T = arch.parameters(), trainable_parameters(arch, method, lora_rank)
     n, b, d = context_length, micro_batch, arch.hidden

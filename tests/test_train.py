@@ -14,8 +14,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from longlora_mini.extend import (
     apply_method,
-    embed_and_norm_modules,
     expected_trainable,
+    extra_trainable_modules,
     extend_rope,
     load_extended,
     trainable_counts,
@@ -36,25 +36,23 @@ def losses(run_dir):
     return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method", ["lora", "lora+"])
+@pytest.mark.parametrize("method", ["lora", "lora+norm", "lora+embed", "lora+"])
 def test_trainable_parameters_match_the_closed_form(method):
     model = apply_method(load_extended(MODEL_DIR, 1024), method)
     counts = trainable_counts(model)
     assert counts["trainable"] == expected_trainable(model.config, method)
     config = model.config
     assert counts["lora"] == config.num_hidden_layers * 8 * 4 * (2 * config.hidden_size)  # r=8, 4 square projections
-    if method == "lora+":
-        assert counts["embed"] == config.vocab_size * config.hidden_size
-        assert counts["norm"] == (2 * config.num_hidden_layers + 1) * config.hidden_size
-    else:
-        assert counts["embed"] == counts["norm"] == 0
+    embed, norm = config.vocab_size * config.hidden_size, (2 * config.num_hidden_layers + 1) * config.hidden_size
+    assert counts["embed"] == (embed if "embed" in method or method == "lora+" else 0)
+    assert counts["norm"] == (norm if "norm" in method or method == "lora+" else 0)
     base = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(MODEL_DIR).parameters())
     assert counts["total"] == base + counts["lora"]  # peft's frozen copies of embed/norms are not counted twice
 
 
 def test_lora_plus_leaves_the_lm_head_frozen():
     model = AutoModelForCausalLM.from_pretrained(MODEL_DIR)
-    names = embed_and_norm_modules(model)
+    names = extra_trainable_modules(model)
     assert "model.embed_tokens" in names and "model.norm" in names and "lm_head" not in names
     assert len(names) == 1 + 2 * model.config.num_hidden_layers + 1
 

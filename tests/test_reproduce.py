@@ -1,0 +1,113 @@
+"""`longlora-mini reproduce` and `longlora-mini demo`: they run end to end (smoke sizes), reuse finished
+runs, write what the README quotes, and their verdicts follow the numbers."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from longlora_mini import reproduce
+from longlora_mini.reproduce import README_BEGIN, README_END, Cell, cells, format_tables, replace_readme_section
+
+
+def run_cli(*args):
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "longlora_mini", *map(str, args)], env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_grid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    readme_before = reproduce.README.read_text()
+    done = run_cli("reproduce", "--smoke", "--out", out, "--no-readme")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert reproduce.README.read_text() == readme_before  # --no-readme leaves it alone
+    return out, done.stdout
+
+
+def test_reproduce_runs_every_cell_and_writes_tables_and_figures(smoke_grid):
+    out, stdout = smoke_grid
+    m = json.loads((out / "measurements.json").read_text())
+    smoke = reproduce.GridSize(target=512, extended_lengths=(512,), seeds=(0,))
+    assert set(m["trained"]) == {c.name for c in cells(smoke)}
+    for name, result in m["trained"].items():
+        own_pattern = not name.startswith("full-")
+        for corpus in ("books", "code"):
+            assert ("own" in result[corpus]) == own_pattern
+            assert 1 < result[corpus]["full"]["mean"] < 4096  # a perplexity, not a placeholder
+    assert [r["length"] for r in m["cost"]] == [512, 1024] and all(r["speedup"] > 0 for r in m["cost"])
+    tables = (out / "tables.md").read_text()
+    assert tables.count("Verdict: ") == 5 and tables in stdout
+    assert (out / "perplexity_by_length.png").stat().st_size > 10_000 and (out / "passkey.png").exists()
+
+
+def test_reproduce_reuses_finished_runs(smoke_grid):
+    out, _ = smoke_grid
+    cell = Cell("s2-lora+-512", 512)
+    final = cell.run_dir(out, 0) / "final"
+    stamp = final.stat().st_mtime_ns
+    assert reproduce.train_cell(cell, 0, out, reproduce.grid_size()) == final
+    assert final.stat().st_mtime_ns == stamp
+
+
+def test_demo_prints_before_and_after_and_keeps_an_earlier_demo(tmp_path):
+    done = run_cli("demo", "--smoke", "--out", tmp_path / "demo")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert result["lengths"] == [256, 512, 1024, 2048]
+    assert list(result["perplexity"]) == ["before (base model)", "after (extended to 1024)"]
+    assert all(len(v) == 4 and min(v) > 1 for v in result["perplexity"].values())
+    assert (tmp_path / "demo" / "demo.png").exists() and "passkey accuracy by prompt length" in done.stdout
+    again = run_cli("demo", "--smoke", "--out", tmp_path / "demo")
+    assert again.returncode != 0 and "--again" in again.stderr
+
+
+def measurements(full=8.0, s2=8.1, short=9.0, lora=11.0, plus=8.2, ft=8.1, extended=(10.0, 9.0, 8.5), passkey_after=1.0):
+    """A measurements record in reproduce's format with chosen numbers (to check the verdict lines)."""
+    def cell(value, own=True):
+        one = {"mean": value, "spread": 0.0, "runs": [value]}
+        return {c: ({"full": one, "own": one} if own else {"full": one}) for c in ("books", "code")}
+
+    lengths = [256, 512, 1024, 2048, 4096]
+    trained = {"full-lora+-2048": cell(full, own=False), "s2-lora+-2048": cell(s2), "short-lora+-2048": cell(short),
+               "s2-full-2048": cell(ft), "s2-lora-2048": cell(lora), "s2-lora-r32-2048": cell(lora),
+               "s2-lora+norm-2048": cell(lora), "s2-lora+embed-2048": cell(plus)}
+    curves = {f"extended to {n}": {c: [v] * 5 for c in ("books", "code")} for n, v in zip((512, 1024, 2048), extended)}
+    passkey = {label: {"accuracy": [[a]] * 5} for label, a in (("base", 0.0), ("extended to 2048", passkey_after))}
+    passkey["extended to 2048"]["accuracy"] = [[passkey_after]] * 4 + [[0.0]]
+    return {"machine": "test", "minutes": 1, "paper": reproduce.PAPER, "trained": trained,
+            "grid": {"target": 2048, "steps": 1, "rows_per_step": 1, "seeds": [0], "eval_tokens": 1,
+                     "second_rank": 32, "extended_lengths": [512, 1024, 2048]},
+            "lengths": {"eval_lengths": lengths, "curves": curves}, "passkey": passkey,
+            "cost": [{"length": 8192, "full_tokens_per_s": 1, "s2_tokens_per_s": 2, "speedup": 2.0, "memory_ratio": 0.5}],
+            "plan": [{"context": 8192, "flops_ratio_s2_vs_full": 0.8}]}
+
+
+def verdicts(m):
+    return [line.split(":")[1].strip() for line in format_tables(m).splitlines() if line.startswith("Verdict: ")]
+
+
+def test_verdicts_follow_the_numbers():
+    assert verdicts(measurements()) == ["agrees"] * 5  # numbers shaped like the paper's
+    assert verdicts(measurements(short=8.05))[0] == "differs"  # short attention no worse than S²
+    assert verdicts(measurements(s2=9.0, short=9.5))[0] == "differs"  # S² far from full attention
+    assert verdicts(measurements(lora=8.15))[1] == "differs"  # no LoRA gap to close
+    assert verdicts(measurements(lora=11.0, s2=10.5, short=11.0))[1] == "differs"  # LoRA+ closes little of it
+    assert verdicts(measurements(extended=(9.0, 9.5, 8.5)))[2] == "differs"  # not falling with trained length
+    assert verdicts(measurements(passkey_after=0.2))[3] == "differs"  # retrieval lost after extension
+    slow = copy.deepcopy(measurements())
+    slow["cost"][0]["speedup"] = 0.9
+    assert verdicts(slow)[4] == "differs"
+
+
+def test_readme_section_is_rewritten_between_its_markers_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\nbefore\n{README_BEGIN}\nold table\n{README_END}\nafter\n")
+    replace_readme_section("new table", readme)
+    assert readme.read_text() == f"# title\nbefore\n{README_BEGIN}\nnew table\n{README_END}\nafter\n"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="reproduce:begin"):
+        replace_readme_section("new table", readme)
