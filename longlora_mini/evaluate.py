@@ -51,6 +51,28 @@ def bucket_means(losses: torch.Tensor, buckets=POSITION_BUCKETS) -> dict[str, fl
     return out
 
 
+@torch.no_grad()
+def repeated_span_loss(model, tokens: np.ndarray, *, span: int = 100, gap: int = 56, rows: int = 32, seed: int = 0) -> dict:
+    """Does the model copy? Rows of [span of text, `gap` other tokens, the same span again] (256 tokens by default):
+    mean loss over the first copy and over the second (each after its first 10 tokens). A model that copies
+    predicts the second copy far better; one that does not scores both alike."""
+    rng = np.random.default_rng(seed)
+    batch = []
+    for _ in range(rows):
+        start, other = rng.integers(0, len(tokens) - span), rng.integers(0, len(tokens) - gap)
+        text = tokens[start : start + span].astype(np.int64)
+        batch.append(np.concatenate([text, tokens[other : other + gap].astype(np.int64), text]))
+    was_training = model.training
+    model.eval()
+    ids = torch.from_numpy(np.stack(batch)).to(next(model.parameters()).device)  # (rows, 2 * span + gap)
+    logits = model(input_ids=ids).logits[:, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # nll[:, t-1] scores t
+    model.train(was_training)
+    second = span + gap
+    return {"first": round(nll[:, 10 - 1 : span - 1].mean().item(), 4),
+            "second": round(nll[:, second + 10 - 1 : second + span - 1].mean().item(), 4)}
+
+
 def evaluate_base_model(model, tokenizer, seq_len: int = 256, *, windows: int | None = None, passkey_trials: int = 50) -> dict:
     """The base model's report: validation perplexity at seq_len, per-position loss, passkey in its window."""
     report = {"seq_len": seq_len, "windows": windows or "all", "corpora": {}}
@@ -59,6 +81,7 @@ def evaluate_base_model(model, tokenizer, seq_len: int = 256, *, windows: int | 
         report["corpora"][corpus] = {
             "val_perplexity": round(math.exp(losses.mean().item()), 3),
             "loss_by_position": bucket_means(losses),
+            "repeated_span": repeated_span_loss(model, data.load_tokens(corpus, "val")),
         }
     prompt_len = seq_len - 8  # the answer's tokens must fit inside the window too
     report["passkey_in_window"] = {

@@ -14,7 +14,8 @@ teaches copying from far back on purpose, and the result is measured, not assume
 
 plus single-digit tokens (the tokenizer), untied embeddings, and warm-up + cosine decay. The shares
 are in `PretrainConfig`; `longlora-mini pretrain` writes a Hugging Face checkpoint, `metrics.jsonl`,
-a loss curve and `eval.json` (validation perplexity, per-position loss, in-window passkey accuracy).
+a loss curve and `eval.json` (validation perplexity, per-position loss, the repeated-span copy check, in-window
+passkey accuracy).
 """
 
 from __future__ import annotations
