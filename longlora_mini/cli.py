@@ -334,10 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan_cmd = commands.add_parser("plan", help="memory per GPU and FLOPs of a run, before renting GPUs")
     plan_cmd.add_argument("--model", default="llama2-7b", help=f"a preset ({', '.join(PRESETS)}) or a config.json")
     plan_cmd.add_argument("--context-length", type=int, default=8192)
-    from .extend import METHODS
+    from .extend import ATTENTIONS, METHODS
 
     plan_cmd.add_argument("--method", choices=METHODS, default="lora+")
-    plan_cmd.add_argument("--attention", choices=["full", "s2", "short"], default="s2")
+    plan_cmd.add_argument("--attention", choices=ATTENTIONS, default="s2")
     plan_cmd.add_argument("--group-size-ratio", type=float, default=0.25)
     plan_cmd.add_argument("--strategy", choices=STRATEGIES, default="zero2")
     plan_cmd.add_argument("--gpus", type=int, default=8)

@@ -102,12 +102,14 @@ def trainable_parameters(arch: Architecture, method: str, rank: int = 8) -> int:
     """LoRA adds r * (d_in + d_out) per adapted projection: q (d -> q_dim), k and v (d -> kv_dim), o (q_dim -> d)
     in every layer; LoRA+ adds the input embedding (V * d) and the norms (2 per layer + the final one, d each),
     lora+embed and lora+norm one of the two."""
+    from .extend import EXTRA_TRAINABLE
+
     d = arch.hidden
     if method == "full":
         return arch.parameters()
     lora = arch.layers * rank * ((d + arch.q_dim) + 2 * (d + arch.kv_dim) + (arch.q_dim + d))
-    embed = arch.vocab * d if method in ("lora+", "lora+embed") else 0
-    norms = (2 * arch.layers + 1) * d if method in ("lora+", "lora+norm") else 0
+    embed = arch.vocab * d if "embed" in EXTRA_TRAINABLE[method] else 0
+    norms = (2 * arch.layers + 1) * d if "norm" in EXTRA_TRAINABLE[method] else 0
     return lora + embed + norms
 
 

@@ -132,12 +132,9 @@ def _perplexity(model, corpus: str, length: int, size: GridSize, attention: str 
 
     tokens = data.load_tokens(corpus, "test")
     # at least one whole window, however small the smoke sizes
+    # (after S²/short scoring the model stays switched, which is harmless: in eval mode they are full attention)
     result = perplexity(model, tokens, length, max_tokens=max(size.eval_tokens, length + 1), attention=attention,
                         show_progress=False)
-    if attention != "full":
-        from .extend import set_attention
-
-        set_attention(model, "full")
     return round(result["perplexity"], 3)
 
 
@@ -154,15 +151,14 @@ def measure_trained(final: Path, cell: Cell, size: GridSize) -> dict:
     return out
 
 
-def length_curve(model, size: GridSize, lengths=None) -> dict[str, list[float]]:
-    return {corpus: [_perplexity(model, corpus, n, size) for n in (lengths or size.eval_lengths)] for corpus in data.CORPORA}
+def length_curve(model, size: GridSize) -> dict[str, list[float]]:
+    return {corpus: [_perplexity(model, corpus, n, size) for n in size.eval_lengths] for corpus in data.CORPORA}
 
 
-def passkey_table(model, tokenizer, size: GridSize, seed: int = 0) -> dict:
+def passkey_table(model, tokenizer, size: GridSize, lengths) -> dict:
     from .passkey import passkey_grid
 
-    return passkey_grid(model, tokenizer, list(size.eval_lengths), list(size.passkey_depths), size.passkey_trials,
-                        seed=seed, show_progress=False)
+    return passkey_grid(model, tokenizer, list(lengths), list(size.passkey_depths), size.passkey_trials, show_progress=False)
 
 
 def training_step_cost(size: GridSize) -> list[dict]:
@@ -249,7 +245,8 @@ def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_re
         per_seed = [length_curve(load_any(final(m, seed))[0], size) for seed in size.seeds]
         curves[f"extended to {m}"] = {c: [statistics.fmean(v) for v in zip(*(p[c] for p in per_seed))] for c in data.CORPORA}
     extended, _ = load_any(final(size.target, size.seeds[0]))
-    passkey = {"base": passkey_table(base, tokenizer, size), f"extended to {size.target}": passkey_table(extended, tokenizer, size)}
+    passkey = {label: passkey_table(model, tokenizer, size, size.eval_lengths)
+               for label, model in (("base", base), (f"extended to {size.target}", extended))}
 
     measurements = {
         "machine": _machine(), "grid": asdict(size), "minutes": None,
@@ -421,7 +418,7 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4) -> DemoResult:
     """Extend the mini model's context `factor`x with S²-Attn + LoRA+ on this machine, then compare
     perplexity against evaluation length and passkey accuracy before and after."""
     from .models import load_any
-    from .passkey import passkey_grid
+    from .plotting import figure, length_axis, save
 
     out = Path(out)
     target = 256 * factor
@@ -433,10 +430,8 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4) -> DemoResult:
     models = {"before (base model)": load_any(str(MODEL_DIR)), f"after (extended to {target})": load_any(str(final))}
     for label, (model, tokenizer) in tqdm(models.items(), desc="demo: measuring", unit="model"):
         result.perplexity[label] = [_perplexity(model, "books", n, size) for n in lengths]
-        grid = passkey_grid(model, tokenizer, lengths, list(size.passkey_depths), size.passkey_trials, show_progress=False)
+        grid = passkey_table(model, tokenizer, size, lengths)
         result.passkey[label] = [statistics.fmean(row) for row in grid["accuracy"]]
-    from .plotting import figure, length_axis, save
-
     fig, (ppl_ax, key_ax) = figure(2, title=f"mini model: context 256 -> {target} with S²-Attn + LoRA+")
     for label in models:
         ppl_ax.plot(lengths, result.perplexity[label], marker="o", label=label)
