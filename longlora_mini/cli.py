@@ -70,7 +70,8 @@ def _pretrain(args) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig) if getattr(args, f.name, None) is not None}
     if smoke_mode():
-        overrides = dict(steps=5, batch_size=2, warmup_steps=2, passkey_warmup_steps=2, passkey_warmup_batch=2) | overrides
+        overrides = dict(steps=7, batch_size=2, warmup_steps=2, copy_curriculum=((64, 1), (0, 1)), copy_batch=2,
+                         passkey_warmup_steps=2, passkey_warmup_batch=2) | overrides
     out = Path(args.out) if args.out else (Path("runs/pretrain-smoke") if smoke_mode() else MODEL_DIR)
     config = PretrainConfig(**overrides)
     _, report = pretrain(config, out, eval_windows=pick(None, 2), passkey_trials=pick(50, 2))

@@ -74,7 +74,8 @@ def repeated_span_loss(model, tokens: np.ndarray, *, span: int = 100, gap: int =
 
 
 def evaluate_base_model(model, tokenizer, seq_len: int = 256, *, windows: int | None = None, passkey_trials: int = 50) -> dict:
-    """The base model's report: validation perplexity at seq_len, per-position loss, passkey in its window."""
+    """The base model's report: validation perplexity at seq_len, per-position loss, the copy check, passkey inside
+    its window and at 2x and 4x its length."""
     report = {"seq_len": seq_len, "windows": windows or "all", "corpora": {}}
     for corpus in data.CORPORA:
         losses = per_position_loss(model, data.load_tokens(corpus, "val"), seq_len, windows)
@@ -88,6 +89,9 @@ def evaluate_base_model(model, tokenizer, seq_len: int = 256, *, windows: int | 
         "prompt_length": prompt_len,
         "trials": passkey_trials,
         "accuracy": passkey_accuracy(model, tokenizer, prompt_len, passkey_trials, seed=1234),
+    }
+    report["passkey_outside_window"] = {  # past the window it should fail, as Llama-2 does past 4k
+        str(length): passkey_accuracy(model, tokenizer, length, passkey_trials, seed=1234) for length in (2 * seq_len, 4 * seq_len)
     }
     return report
 

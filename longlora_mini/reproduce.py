@@ -15,12 +15,13 @@ reproduce runs one grid on the committed mini base model, extending 256 -> 2048 
 
 Every run lands in `<out>/runs/<cell>-seed<k>/` (the trainer's own folder: metrics, checkpoints,
 final/); a run whose final/ exists is reused and an interrupted one resumes, so running the command
-again continues the grid. Measurements go to `<out>/measurements.json`, the tables to `<out>/tables.md`,
+again continues the grid (a run made from other base-model weights is refused, never mixed in). Measurements go to `<out>/measurements.json`, the tables to `<out>/tables.md`,
 the figures beside them, and the README's results section is rewritten from them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -106,13 +107,25 @@ def cells(size: GridSize) -> list[Cell]:
     return grid
 
 
+def base_model_fingerprint() -> str:
+    """sha256 of the base model's weights: a run trained from other weights is never reused or resumed."""
+    return hashlib.sha256((MODEL_DIR / "model.safetensors").read_bytes()).hexdigest()
+
+
 def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: bool = True) -> Path:
     """Train one cell (or reuse / resume it); returns its final/ folder."""
     from .train import TrainConfig, checkpoint_dirs, train
 
     run_dir = cell.run_dir(out, seed)
+    stamp, base = run_dir / "base_model.sha256", base_model_fingerprint()
+    started = (run_dir / "final").exists() or bool(checkpoint_dirs(run_dir))
+    if started and (not stamp.exists() or stamp.read_text().strip() != base):
+        raise SystemExit(f"{run_dir} was trained from other base-model weights than today's {MODEL_DIR}: "
+                         f"delete that folder (or pass another --out) to train it again on this base model")
     if (run_dir / "final").exists():
         return run_dir / "final"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(base + "\n")
     config = TrainConfig(
         model=str(MODEL_DIR), output_dir=str(run_dir), data="books,code", context_length=cell.context,
         attention=cell.attention, method=cell.method, lora_rank=cell.rank, lora_alpha=2 * cell.rank,

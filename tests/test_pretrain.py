@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from longlora_mini import data
 from longlora_mini.passkey import QUESTION
-from longlora_mini.pretrain import MixedRows, PretrainConfig, learning_rate, pretrain
+from longlora_mini.pretrain import MixedRows, PretrainConfig, Phases, learning_rate, pretrain
 
 
 @pytest.fixture(scope="module")
@@ -47,23 +47,67 @@ def test_passkey_rows_hold_a_whole_prompt_and_its_answer(rows):
     assert len(starts) > 5, "prompts start at many positions of the row"
 
 
+def test_copy_rows_repeat_distinct_symbols_of_the_alphabet_and_mask_the_padding(rows):
+    for alphabet in (64, 1024):
+        ids, labels, second = rows.copy_batch(alphabet)
+        assert ids.shape == labels.shape == second.shape == (rows.config.copy_batch, rows.config.copy_row_len)
+        for row, label, only_copying in zip(ids.tolist(), labels.tolist(), second.tolist()):
+            n = sum(x != -100 for x in label) // 2
+            first, again = row[:n], row[n : 2 * n]
+            assert 8 <= n <= 48 and first == again and len(set(first)) == n
+            assert set(first) <= set(rows.symbols[:alphabet])
+            assert label[: 2 * n] == row[: 2 * n] and set(label[2 * n :]) <= {-100}
+            assert [i for i, flag in enumerate(only_copying) if flag] == list(range(n + 1, 2 * n))
+    text_ids, _, _ = rows.copy_batch(0)  # spans of training text
+    assert text_ids.shape[0] == rows.config.copy_batch
+
+
+def test_the_alphabets_are_nested_and_hold_no_special_token(rows):
+    specials = set(rows.tokenizer.all_special_ids)
+    assert not specials & set(rows.symbols) and len(rows.symbols) == len(rows.tokenizer) - len(specials)
+    assert set(rows.symbols[:64]) < set(rows.symbols[:128])
+
+
+def test_a_copy_phase_ends_when_mastered_or_after_its_most_steps_then_warm_up_then_mixture():
+    config = PretrainConfig(copy_curriculum=((64, 100), (0, 3)), copy_mastery=0.3, copy_mastery_window=4,
+                            passkey_warmup_steps=2)
+    phases, seen = Phases(config), []
+    copy_losses = iter([4.0, 1.0, 0.2, 0.2, 0.2, 0.2] + [5.0] * 3)  # 64: mastered after 6 steps; text spans: not
+    for step in range(14):
+        seen.append(phases.current)
+        phases.record(step, next(copy_losses) if phases.current.startswith("copy-") else None)
+    assert seen == ["copy-64"] * 6 + ["copy-0"] * 3 + ["passkey"] * 2 + ["mixture"] * 3
+    assert phases.mixture_start == 11
+
+
 def test_schedule_warms_up_then_decays_to_the_floor():
     config = PretrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
-    lrs = [learning_rate(s, config) for s in range(100)]
+    lrs = [learning_rate(s, config, mixture_start=0) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 
+def test_schedule_holds_the_peak_until_the_mixture_then_decays_over_it():
+    config = PretrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    assert [learning_rate(s, config, mixture_start=None) for s in range(10, 60)] == [pytest.approx(1e-3)] * 50
+    lrs = [learning_rate(s, config, mixture_start=50) for s in range(50, 100)]
+    assert lrs[0] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
+
+
 def test_pretrain_runs_and_writes_a_checkpoint_atomically(tmp_path):
     out = tmp_path / "model"
     config = PretrainConfig(
-        steps=6, batch_size=2, warmup_steps=2, passkey_warmup_steps=2, passkey_warmup_batch=2,
+        steps=6, batch_size=2, warmup_steps=2, copy_curriculum=((64, 1), (0, 1)), copy_batch=2,
+        passkey_warmup_steps=2, passkey_warmup_batch=2,
         layers=2, hidden_size=64, intermediate_size=128, heads=4,
     )
     model, report = pretrain(config, out, show_progress=False, eval_windows=2, passkey_trials=1)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 7))
+    assert [m["phase"] for m in metrics] == ["copy-64", "copy-0", "passkey", "passkey", "mixture", "mixture"]
+    assert all(("copy_loss" in m) == m["phase"].startswith("copy-") for m in metrics)
     assert all(m["loss"] > 0 and m["tokens_per_s"] > 0 for m in metrics)
     assert not (tmp_path / "model.tmp").exists()
     reloaded = AutoModelForCausalLM.from_pretrained(str(out))

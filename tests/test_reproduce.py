@@ -111,3 +111,14 @@ def test_readme_section_is_rewritten_between_its_markers_only(tmp_path):
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="reproduce:begin"):
         replace_readme_section("new table", readme)
+
+
+def test_a_run_made_from_other_base_weights_is_refused(tmp_path):
+    cell, size = Cell("s2-lora+-512", 512), reproduce.GridSize(target=512)
+    run_dir = cell.run_dir(tmp_path, 0)
+    (run_dir / "final").mkdir(parents=True)
+    (run_dir / "base_model.sha256").write_text("0" * 64 + "\n")  # trained from some earlier base model
+    with pytest.raises(SystemExit, match="other base-model weights.*delete that folder"):
+        reproduce.train_cell(cell, 0, tmp_path, size, show_progress=False)
+    (run_dir / "base_model.sha256").write_text(reproduce.base_model_fingerprint() + "\n")
+    assert reproduce.train_cell(cell, 0, tmp_path, size, show_progress=False) == run_dir / "final"  # reused as it is
