@@ -94,9 +94,12 @@ def _sft(args) -> int:
 
 
 def _data_qa(args) -> int:
-    from .qa import build
+    from .qa import LENGTHS, TRAIN_PER_LENGTH, build
 
-    paths = build(lengths=args.lengths or (192, 448, 960))
+    if args.lengths and not args.train_per_length:
+        raise SystemExit("--lengths needs --train-per-length too (one count, or one per length)")
+    counts = tuple(args.train_per_length) if args.train_per_length else TRAIN_PER_LENGTH
+    paths = build(lengths=tuple(args.lengths or LENGTHS), train_per_length=counts if len(counts) > 1 else counts[0])
     for split, path in paths.items():
         print(f"wrote {path}")
     return 0
@@ -109,6 +112,7 @@ def _generate(args) -> int:
     from transformers import TextStreamer
 
     from .models import load_any
+    from .qa import instruction
     from .sft import prompt_ids
 
     if args.load_in_4bit and not (torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes")):
@@ -116,7 +120,8 @@ def _generate(args) -> int:
                          "(pip install bitsandbytes); on a CPU load the model without it")
     model, tokenizer = load_any(args.model, quantize_4bit=args.load_in_4bit)
     text = Path(args.text).read_text() if args.text else ""
-    prompt = prompt_ids({"instruction": args.question, "input": text, "output": ""}, tokenizer, args.template)
+    question = instruction(text, args.question) if text else args.question
+    prompt = prompt_ids({"instruction": question, "output": ""}, tokenizer, args.template)
     context = model.config.max_position_embeddings
     if len(prompt) + args.max_new_tokens > context:
         raise SystemExit(
@@ -292,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--check", action="store_true", help="exit 1 if the corpora differ from the committed manifest")
     build.set_defaults(run=_data_build)
     qa = data_cmd.add_parser("qa", help="make the long-context QA set (data/qa/longqa_{train,test}.json) from the books corpus")
-    qa.add_argument("--lengths", type=_int_list, help="passage lengths in tokens (default 192,448,960)")
+    qa.add_argument("--lengths", type=_int_list, help="passage lengths in tokens (default 136,384,880: items that fit 256, 512, 1024)")
+    qa.add_argument("--train-per-length", type=_int_list, help="train items per length: one count or one per length "
+                    "(default 2000,2000,300)")
     qa.set_defaults(run=_data_qa)
 
     pre = commands.add_parser("pretrain", help="pretrain the mini base model at context 256")
@@ -305,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--passkey-share", dest="passkey_share", type=float, help="share of passkey rows")
     pre.set_defaults(run=_pretrain)
 
+    from .sft import TEMPLATES
     from .train import add_arguments
 
     train_cmd = commands.add_parser("train", help="extend a model's context: position interpolation + S²-Attn + LoRA+")
@@ -319,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", required=True, help="'mini', 'smollm2', a model folder or a train run's final/ folder")
     gen.add_argument("--text", help="a text file the question is about (the item's input)")
     gen.add_argument("--question", required=True)
-    gen.add_argument("--template", choices=["llama2", "chat"], default="llama2")
+    gen.add_argument("--template", choices=TEMPLATES, default="llama2")
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--load-in-4bit", action="store_true", help="4-bit weights through bitsandbytes (GPU only)")
     gen.set_defaults(run=_generate)
@@ -366,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     qa_eval.add_argument("--label", action="append")
     qa_eval.add_argument("--pi-length", type=int, action="append")
     qa_eval.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "data" / "qa" / "longqa_test.json"))
-    qa_eval.add_argument("--template", choices=["llama2", "chat"], default="llama2")
+    qa_eval.add_argument("--template", choices=TEMPLATES, default="llama2")
     qa_eval.add_argument("--json")
     qa_eval.set_defaults(run=_eval_qa)
     ppl, passkey = eval_cmd.choices["ppl"], eval_cmd.choices["passkey"]

@@ -1,11 +1,13 @@
 """A long-context question-answering set made from the books corpus, in LongAlpaca format.
 
-Each item gives a passage of a play or a book of the Bible (`input`, a window of whole lines of about
-`context_tokens` tokens) and a question whose answer sits in a far part of it (`instruction`):
+Each item is laid out as LongAlpaca-12k's are: the `instruction` holds the whole passage (a window of
+whole lines of a play or a book of the Bible, about `context_tokens` tokens) and, after it, the
+question; `input` is empty. The question ends with the quoted text (after a colon, no quotation
+marks), so the quote's last word is the prompt's last word, as a reader would ask it:
 
-  speaker    Which character speaks the line "..."?                 -> the speaker tag above that line
-  verse      Which chapter and verse reads "..."?                   -> "chapter:verse" before that text
-  next_word  Which word comes right after "..." in the passage?     -> the word after that phrase, same line
+  speaker    Which character speaks this line: ...        -> the speaker tag above that line
+  verse      Which chapter and verse reads: ...           -> "chapter:verse" before that text
+  next_word  Which word comes right after: ...            -> the word after that phrase, same line
 
 The quoted text is taken from the first three quarters of the passage and is unique in it, so the
 answer is one exact string and needs the passage, not general knowledge. Train items come from the
@@ -23,6 +25,8 @@ from . import data
 
 QA_DIR = data.DATA_DIR / "qa"
 KINDS = ("speaker", "verse", "next_word")
+PASSAGE_START = "Below is a passage. Read it and answer the question after it.\n"
+PASSAGE_END = "\nNow the passage ends. "
 SPEAKER = re.compile(r"^([A-Z][A-Z .'\-]+)\.$")
 VERSE = re.compile(r"^(\d+:\d+) (.+)$")
 WORD = re.compile(r"[A-Za-z']+")
@@ -42,6 +46,18 @@ def passage(text: str, tokenizer, context_tokens: int, rng: random.Random) -> li
     return out
 
 
+def instruction(passage_text: str, question: str) -> str:
+    """LongAlpaca-12k's layout: the document first, then the question (what `generate` asks too)."""
+    return PASSAGE_START + passage_text + PASSAGE_END + question
+
+
+def passage_and_question(item: dict) -> tuple[str, str, str]:
+    """Split one of our items' instruction back into (passage, question, quoted text)."""
+    body = item["instruction"].removeprefix(PASSAGE_START)
+    passage_text, _, question = body.rpartition(PASSAGE_END)
+    return passage_text, question, question.partition(": ")[2]
+
+
 def _quote(words: list[str]) -> str:
     return " ".join(words)
 
@@ -58,7 +74,7 @@ def speaker_question(lines: list[str], rng: random.Random):
     rng.shuffle(candidates)
     for line, who in candidates:
         if sum(line in other for other in lines) == 1:
-            return f'Which character speaks the line "{line}"?', who
+            return f"Which character speaks this line: {line}", who
     return None
 
 
@@ -69,7 +85,7 @@ def verse_question(lines: list[str], rng: random.Random):
     for m in candidates:
         quote = _quote(m.group(2).split()[:8])
         if sum(quote in line for line in lines) == 1:
-            return f'Which chapter and verse reads "{quote}"?', m.group(1)
+            return f"Which chapter and verse reads: {quote}", m.group(1)
     return None
 
 
@@ -85,7 +101,7 @@ def next_word_question(lines: list[str], rng: random.Random):
         phrase, gap = text[words[i - 4][1] : end], text[end : words[i + 1][1]]
         if "\n" in phrase or text.count(phrase) != 1 or not re.fullmatch(r"[ ,;:!?]*", gap):
             continue  # one line, unique, and the next word follows on the same line
-        return f'Which word comes right after "{phrase}" in the passage?', words[i + 1][0]
+        return f"Which word comes right after: {phrase}", words[i + 1][0]
     return None
 
 
@@ -108,19 +124,31 @@ def make_items(split: str, context_tokens: int, count: int, seed: int, tokenizer
         made = {"speaker": speaker_question, "verse": verse_question, "next_word": next_word_question}[kind](lines, rng)
         if made:
             question, answer = made
-            items.append({"instruction": question, "input": "\n".join(lines), "output": answer,
-                          "kind": kind, "context_tokens": context_tokens, "source": doc.name})
+            items.append({"instruction": instruction("\n".join(lines), question), "input": "",
+                          "output": answer, "kind": kind, "context_tokens": context_tokens, "source": doc.name})
     return items
 
 
-def build(out_dir: Path = QA_DIR, *, lengths=(192, 448, 960), train_per_length: int = 300,
+# passage lengths whose items (with the Llama-2 prompt, the question and an 8-token answer) fit 256, 512, 1024 tokens,
+# and how many train items each: SFT at this scale needs thousands of distinct items (a few hundred seen many times
+# are memorized); the 880-token ones are few, to keep the file small, since they only fit a 1024-token model
+LENGTHS = (136, 384, 880)
+TRAIN_PER_LENGTH = (2000, 2000, 300)
+
+
+def build(out_dir: Path = QA_DIR, *, lengths=LENGTHS, train_per_length=TRAIN_PER_LENGTH,
           test_per_length: int = 40, seed: int = 0) -> dict[str, Path]:
-    """Write longqa_train.json and longqa_test.json (a list of items each) and return their paths."""
+    """Write longqa_train.json and longqa_test.json (a list of items each) and return their paths.
+
+    train_per_length: one count for every length, or one per length."""
     tokenizer = data.load_tokenizer()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, count in (("train", train_per_length), ("test", test_per_length)):
-        items = [item for n in lengths for item in make_items(split, n, count, seed, tokenizer)]
+    train_counts = train_per_length if isinstance(train_per_length, tuple) else (train_per_length,) * len(lengths)
+    if len(train_counts) != len(lengths):
+        raise ValueError(f"train_per_length has {len(train_counts)} counts for {len(lengths)} lengths")
+    for split, counts in (("train", train_counts), ("test", (test_per_length,) * len(lengths))):
+        items = [item for n, count in zip(lengths, counts) for item in make_items(split, n, count, seed, tokenizer)]
         paths[split] = out_dir / f"longqa_{split}.json"
         paths[split].write_text(json.dumps(items, indent=1, ensure_ascii=False) + "\n")
     return paths

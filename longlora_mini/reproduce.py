@@ -64,7 +64,9 @@ class GridSize:
     seeds: tuple[int, ...] = (0, 1)
     steps: int = 60
     rows_per_step: int = 2
+    data: str = "books,code"  # or "mix": the base model's pretraining mixture at the new length (what `demo` uses)
     lr: float = 2e-3
+    lr_scheduler: str = "constant"  # or "cosine": a short run ends at a low rate instead of wandering at a high one
     full_lr: float = 2e-4  # full fine-tuning: every weight moves, a LoRA's rate would wreck the model
     lora_rank: int = 8
     second_rank: int = 32
@@ -112,27 +114,40 @@ def base_model_fingerprint() -> str:
     return hashlib.sha256((MODEL_DIR / "model.safetensors").read_bytes()).hexdigest()
 
 
-def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: bool = True) -> Path:
-    """Train one cell (or reuse / resume it); returns its final/ folder."""
-    from .train import TrainConfig, checkpoint_dirs, train
+def cell_config(cell: Cell, seed: int, out: Path, size: GridSize):
+    """The TrainConfig of one cell and seed."""
+    from .train import TrainConfig
 
-    run_dir = cell.run_dir(out, seed)
+    return TrainConfig(
+        model=str(MODEL_DIR), output_dir=str(cell.run_dir(out, seed)), data=size.data, context_length=cell.context,
+        attention=cell.attention, method=cell.method, lora_rank=cell.rank, lora_alpha=2 * cell.rank,
+        lr=size.full_lr if cell.method == "full" else size.lr, lr_scheduler=size.lr_scheduler,
+        warmup_steps=min(10, size.steps), max_steps=size.steps, batch_size=1, grad_accum=size.rows_per_step,
+        save_every=20, seed=seed, report_to="none", eval_windows=pick(16, 2),
+    )
+
+
+def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: bool = True) -> Path:
+    """Train one cell (or reuse / resume it, if made from today's base weights with the same settings)."""
+    from .train import RUN_RECORD, TrainConfig, checkpoint_dirs, train
+
+    run_dir, config = cell.run_dir(out, seed), cell_config(cell, seed, out, size)
     stamp, base = run_dir / "base_model.sha256", base_model_fingerprint()
     started = (run_dir / "final").exists() or bool(checkpoint_dirs(run_dir))
     if started and (not stamp.exists() or stamp.read_text().strip() != base):
         raise SystemExit(f"{run_dir} was trained from other base-model weights than today's {MODEL_DIR}: "
                          f"delete that folder (or pass another --out) to train it again on this base model")
     if (run_dir / "final").exists():
+        recorded = json.loads((run_dir / "final" / RUN_RECORD).read_text())["train_config"]
+        where = ("model", "output_dir")  # paths differ between clones; the weights are checked by the stamp above
+        changed = sorted(k for k, v in asdict(config).items()
+                         if k not in where and recorded.get(k, getattr(TrainConfig, k)) != v)
+        if changed:
+            raise SystemExit(f"{run_dir} was trained with other settings ({', '.join(changed)}) than this grid's: "
+                             "delete that folder (or pass another --out) to train it again")
         return run_dir / "final"
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(base + "\n")
-    config = TrainConfig(
-        model=str(MODEL_DIR), output_dir=str(run_dir), data="books,code", context_length=cell.context,
-        attention=cell.attention, method=cell.method, lora_rank=cell.rank, lora_alpha=2 * cell.rank,
-        lr=size.full_lr if cell.method == "full" else size.lr, warmup_steps=min(10, size.steps),
-        max_steps=size.steps, batch_size=1, grad_accum=size.rows_per_step, save_every=20, seed=seed,
-        report_to="none", eval_windows=pick(16, 2),
-    )
     train(config, resume=bool(checkpoint_dirs(run_dir)), show_progress=show_progress)
     return run_dir / "final"
 
@@ -435,7 +450,10 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4) -> DemoResult:
 
     out = Path(out)
     target = 256 * factor
-    size = GridSize(target=target, steps=pick(80, 2), rows_per_step=pick(4, 2), eval_tokens=pick(16384, 2048),
+    # the mixture keeps the copying and passkey skills that position interpolation breaks in this base model, and a
+    # cosine decay settles a short run (README, "What the miniature shows and does not yet")
+    size = GridSize(target=target, steps=pick(220, 2), rows_per_step=pick(4, 2), data="mix", lr_scheduler="cosine",
+                    eval_tokens=pick(16384, 2048),
                     passkey_trials=pick(4, 1), passkey_depths=pick((0.0, 0.5, 1.0), (0.5,)))
     lengths = [256 * 2**i for i in range(int(math.log2(factor)) + 2)]  # 256 ... 2 x target
     final = train_cell(Cell(f"s2-lora+-{target}", target), 0, out, size)

@@ -6,6 +6,8 @@ a JSON list of them (LongAlpaca-12k's format). A prompt template turns an item i
   llama2  the official LongLoRA form: "[INST] <<SYS>>\\n{system}\\n<</SYS>> \\n\\n {instruction} [/INST]"
           (with `input`: "... {instruction} \\n{input} [/INST]")
   chat    the tokenizer's own chat template (a user turn, then the generation prompt)
+  plain   the instruction (and input) as they are, the answer right after: no wrapper tokens between the
+          question's last word and the answer (what a model that never saw a chat format can use at once)
 
 The prompt's tokens get label -100 (no loss), the answer's tokens their own ids, and EOS ends the
 answer. Items that would not fit `max_length` whole are dropped and counted by reason, never cut
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 IGNORE_INDEX = -100
-TEMPLATES = ("llama2", "chat")
+TEMPLATES = ("llama2", "chat", "plain")
 LLAMA2_SYSTEM = (
     "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being safe."
 )
@@ -53,6 +55,8 @@ def prompt_text(item: dict, template: str, tokenizer=None) -> str:
     body = item["instruction"] + (f" \n{item['input']}" if item.get("input") else "")
     if template == "llama2":
         return f"[INST] <<SYS>>\n{LLAMA2_SYSTEM}\n<</SYS>> \n\n {body} [/INST]"
+    if template == "plain":
+        return body
     if template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError("--template chat needs a tokenizer with a chat template; use --template llama2")
@@ -64,7 +68,7 @@ def encode(item: dict, tokenizer, template: str) -> tuple[list[int], list[int]]:
     """(input_ids, labels): BOS (if the tokenizer has one) + prompt with labels -100, answer + EOS labelled."""
     prompt = tokenizer(prompt_text(item, template, tokenizer), add_special_tokens=False)["input_ids"]
     answer = tokenizer(" " + item["output"].strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and template == "llama2" else []
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and template != "chat" else []
     ids = bos + prompt + answer
     labels = [IGNORE_INDEX] * (len(bos) + len(prompt)) + answer
     return ids, labels

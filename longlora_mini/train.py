@@ -53,6 +53,7 @@ from .pretrain import MODEL_DIR
 from .sft import IGNORE_INDEX, TEMPLATES, collate, labelled_tokens
 
 RUN_RECORD = "longlora.json"
+LR_SCHEDULERS = ("constant", "cosine")
 
 
 @dataclass
@@ -72,6 +73,7 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: int = 16
     lr: float = 2e-3
+    lr_scheduler: str = "constant"  # after warmup: constant (the official recipe) or cosine (to 0 at max_steps)
     warmup_steps: int = 20
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -87,12 +89,15 @@ class TrainConfig:
     report_to: str = "tensorboard"  # or "none"
 
     def __post_init__(self):
+        if self.model == "mini":  # the name every other command accepts for the committed base model
+            self.model = str(MODEL_DIR)
         checks = [
             (self.rope_scaling in ROPE_SCALINGS, f"rope_scaling must be one of {ROPE_SCALINGS}"),
             (self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}"),
             (self.method in METHODS, f"method must be one of {METHODS}"),
             (self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision must be auto, no, bf16 or fp16"),
             (self.report_to in ("tensorboard", "none"), "report_to must be tensorboard or none"),
+            (self.lr_scheduler in LR_SCHEDULERS, f"lr_scheduler must be one of {LR_SCHEDULERS}"),
             (self.template in TEMPLATES, f"template must be one of {TEMPLATES}"),
             (min(self.context_length, self.max_steps, self.batch_size, self.grad_accum) >= 1,
              "context_length, max_steps, batch_size and grad_accum must be at least 1"),
@@ -108,7 +113,8 @@ class TrainConfig:
 
 # Settings that must not change when a run is resumed (others, e.g. max_steps, may).
 FIXED_ON_RESUME = ("model", "data", "template", "context_length", "rope_scaling", "attention", "group_size_ratio", "method",
-                   "lora_rank", "lora_alpha", "lr", "warmup_steps", "weight_decay", "batch_size", "grad_accum", "seed")
+                   "lora_rank", "lora_alpha", "lr", "lr_scheduler", "warmup_steps", "weight_decay", "batch_size",
+                   "grad_accum", "seed")
 
 
 def read_recipe(path: str | Path) -> dict:
@@ -266,7 +272,9 @@ def _only_trainable(model, accelerator):
 
 
 def check_resumable(state: dict, config: TrainConfig, num_processes: int) -> None:
-    changed = [k for k in FIXED_ON_RESUME if state["config"].get(k) != getattr(config, k)]
+    fixed = FIXED_ON_RESUME + (("max_steps",) if config.lr_scheduler == "cosine" else ())  # the decay's length
+    # a setting the checkpoint predates had its default then
+    changed = [k for k in fixed if state["config"].get(k, getattr(TrainConfig, k)) != getattr(config, k)]
     if changed:
         details = ", ".join(f"{k}: {state['config'].get(k)!r} -> {getattr(config, k)!r}" for k in changed)
         raise ValueError(f"cannot resume: settings differ from the checkpoint ({details}); use the checkpoint's settings")
@@ -341,7 +349,7 @@ def write_run_record(model_dir: Path, config: TrainConfig, counts: dict) -> None
 
 def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict:
     """Run (or resume) a training run; returns the report written to eval.json."""
-    from transformers import get_constant_schedule_with_warmup
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
     output_dir = Path(config.output_dir)
     accelerator = build_accelerator(config, output_dir)
@@ -368,7 +376,10 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr, betas=(0.9, 0.95),
     )
-    scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
+    if config.lr_scheduler == "cosine":
+        scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
+    else:
+        scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
     if accelerator.state.deepspeed_plugin is None:
@@ -489,7 +500,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=f"(default {default})")
         else:
             choices = {"rope_scaling": ROPE_SCALINGS, "attention": ATTENTIONS, "method": METHODS,
-                       "template": TEMPLATES}.get(f.name)
+                       "lr_scheduler": LR_SCHEDULERS, "template": TEMPLATES}.get(f.name)
             parser.add_argument(flag, dest=f.name, type=type(default), choices=choices, default=None,
                                 help=f"(default {default})")
 

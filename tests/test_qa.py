@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from longlora_mini import data
-from longlora_mini.qa import QA_DIR, build, first_answer, make_items
+from longlora_mini.qa import QA_DIR, build, first_answer, make_items, passage_and_question
 
 
 def test_committed_qa_files_rebuild_byte_for_byte(tmp_path):
@@ -22,8 +22,8 @@ def test_answers_are_in_the_passage_and_need_it():
     assert {item["kind"] for item in items} == {"speaker", "verse", "next_word"}
     for item in items:
         assert splits[item["source"]] == "test"  # held-out documents only
-        quote = item["instruction"].split('"')[1]
-        passage = item["input"]
+        passage, question, quote = passage_and_question(item)
+        assert question.endswith(quote) and not item["input"]  # LongAlpaca-12k's layout: document, then question
         assert passage.count(quote) == 1
         at = passage.index(quote)
         if item["kind"] == "next_word":
@@ -50,12 +50,12 @@ def run_cli(*args, cwd):
 
 
 def test_generate_streams_an_answer_and_refuses_what_does_not_fit(tmp_path):
-    item = json.loads((QA_DIR / "longqa_test.json").read_text())[0]
-    (tmp_path / "passage.txt").write_text(item["input"][:300])
-    ok = run_cli("generate", "--model", "mini", "--text", "passage.txt", "--question", item["instruction"],
+    passage, question, _ = passage_and_question(json.loads((QA_DIR / "longqa_test.json").read_text())[0])
+    (tmp_path / "passage.txt").write_text(passage[:300])
+    ok = run_cli("generate", "--model", "mini", "--text", "passage.txt", "--question", question,
                  "--max-new-tokens", "4", cwd=tmp_path)
     assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr[-2000:]
-    (tmp_path / "long.txt").write_text(item["input"] * 20)
+    (tmp_path / "long.txt").write_text(passage * 20)
     long = run_cli("generate", "--model", "mini", "--text", "long.txt", "--question", "Who?", cwd=tmp_path)
     assert long.returncode != 0 and "more than this model's context of 256" in long.stderr
     quant = run_cli("generate", "--model", "mini", "--question", "Who?", "--load-in-4bit", cwd=tmp_path)

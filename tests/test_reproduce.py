@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 
 from longlora_mini import reproduce
 from longlora_mini.reproduce import README_BEGIN, README_END, Cell, cells, format_tables, replace_readme_section
+from longlora_mini.train import RUN_RECORD
 
 
 def run_cli(*args):
@@ -44,8 +46,9 @@ def test_reproduce_runs_every_cell_and_writes_tables_and_figures(smoke_grid):
     assert (out / "perplexity_by_length.png").stat().st_size > 10_000 and (out / "passkey.png").exists()
 
 
-def test_reproduce_reuses_finished_runs(smoke_grid):
+def test_reproduce_reuses_finished_runs(smoke_grid, monkeypatch):
     out, _ = smoke_grid
+    monkeypatch.setenv("LONGLORA_MINI_SMOKE", "1")  # the smoke grid's sizes, as the run above had them
     cell = Cell("s2-lora+-512", 512)
     final = cell.run_dir(out, 0) / "final"
     stamp = final.stat().st_mtime_ns
@@ -113,7 +116,7 @@ def test_readme_section_is_rewritten_between_its_markers_only(tmp_path):
         replace_readme_section("new table", readme)
 
 
-def test_a_run_made_from_other_base_weights_is_refused(tmp_path):
+def test_a_run_made_from_other_base_weights_or_settings_is_refused(tmp_path):
     cell, size = Cell("s2-lora+-512", 512), reproduce.GridSize(target=512)
     run_dir = cell.run_dir(tmp_path, 0)
     (run_dir / "final").mkdir(parents=True)
@@ -121,4 +124,10 @@ def test_a_run_made_from_other_base_weights_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="other base-model weights.*delete that folder"):
         reproduce.train_cell(cell, 0, tmp_path, size, show_progress=False)
     (run_dir / "base_model.sha256").write_text(reproduce.base_model_fingerprint() + "\n")
+    config = asdict(reproduce.cell_config(cell, 0, tmp_path, size))
+    record = run_dir / "final" / RUN_RECORD
+    record.write_text(json.dumps({"train_config": config | {"data": "mix", "lr": 1e-2}}))  # another grid's
+    with pytest.raises(SystemExit, match=r"other settings \(data, lr\)"):
+        reproduce.train_cell(cell, 0, tmp_path, size, show_progress=False)
+    record.write_text(json.dumps({"train_config": config}))
     assert reproduce.train_cell(cell, 0, tmp_path, size, show_progress=False) == run_dir / "final"  # reused as it is

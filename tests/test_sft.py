@@ -31,6 +31,18 @@ def test_label_masking_on_a_hand_example(tokenizer):
     assert len(ids) == len(labels) == prompt_len + len(answer) + 1
 
 
+def test_the_plain_template_puts_the_answer_right_after_the_question(tokenizer):
+    item = {"instruction": "Which word comes right after: Who's", "output": "there"}
+    assert prompt_text(item, "plain") == "Which word comes right after: Who's"  # no wrapper tokens in between
+    ids, labels = encode(item, tokenizer, "plain")
+    prompt = tokenizer(item["instruction"], add_special_tokens=False)["input_ids"]
+    answer = tokenizer(" there", add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    assert ids == bos + prompt + answer + [tokenizer.eos_token_id]
+    assert labels == [IGNORE_INDEX] * (len(bos) + len(prompt)) + answer + [tokenizer.eos_token_id]
+    assert prompt_text({"instruction": "Q", "input": "text", "output": "a"}, "plain") == "Q \ntext"
+
+
 def test_items_that_do_not_fit_are_dropped_and_reported(tokenizer, tmp_path):
     items = [{"instruction": "a", "output": "b"}, {"instruction": "long " * 400, "output": "x"},
              {"instruction": "c", "output": "  "}]

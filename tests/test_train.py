@@ -169,6 +169,18 @@ def test_an_existing_run_is_not_overwritten_without_resume(tmp_path):
     assert changed.returncode != 0 and "settings differ" in log, log[-2000:]
 
 
+def test_the_cosine_schedule_warms_up_decays_to_zero_and_fixes_max_steps_on_resume(tmp_path):
+    args = ["--context-length", 256, "--max-steps", 6, "--save-every", 3, "--grad-accum", 1, "--eval-windows", 1,
+            "--lr", "1e-3", "--warmup-steps", 2, "--lr-scheduler", "cosine", "--output-dir", tmp_path]
+    assert run_train(*args).wait(timeout=300) == 0
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[:3] == pytest.approx([0.0, 5e-4, 1e-3])  # linear warmup over 2 steps
+    assert lrs[3:] == pytest.approx([1e-3 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in (1, 2, 3)])  # half a cosine
+    longer = run_train(*args, "--resume", "--max-steps", 12)  # a longer decay than the checkpoint was on
+    log = longer.communicate(timeout=300)[0]
+    assert longer.returncode != 0 and "max_steps: 6 -> 12" in log, log[-2000:]
+
+
 def test_the_pretraining_mixture_as_training_data_is_a_function_of_seed_and_step():
     from longlora_mini import data
     from longlora_mini.passkey import QUESTION
