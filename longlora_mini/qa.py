@@ -137,7 +137,7 @@ TRAIN_PER_LENGTH = (2000, 2000, 300)
 
 
 def build(out_dir: Path = QA_DIR, *, lengths=LENGTHS, train_per_length=TRAIN_PER_LENGTH,
-          test_per_length: int = 40, seed: int = 0) -> dict[str, Path]:
+          test_per_length: int = 100, seed: int = 0) -> dict[str, Path]:
     """Write longqa_train.json and longqa_test.json (a list of items each) and return their paths.
 
     train_per_length: one count for every length, or one per length."""
