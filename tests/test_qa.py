@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from longlora_mini import data
-from longlora_mini.qa import QA_DIR, build, first_answer, make_items, passage_and_question
+from longlora_mini.qa import QA_DIR, WORD, build, first_answer, make_items, passage_and_question
 
 
 def test_committed_qa_files_rebuild_byte_for_byte(tmp_path):
@@ -32,7 +32,11 @@ def test_answers_are_in_the_passage_and_need_it():
             assert f"\n{item['output']}.\n" in "\n" + passage[:at]  # the tag is above the line
         else:
             assert passage[:at].endswith(f"{item['output']} ")
-        assert at < 0.8 * len(passage)  # from the first three quarters: the answer is far from the question's end
+        # from the first three quarters (of the lines; for next_word, of the words): far from the question's end
+        if item["kind"] == "next_word":
+            assert len(WORD.findall(passage[: at + len(quote)])) <= 3 * len(WORD.findall(passage)) // 4
+        else:
+            assert passage[:at].count("\n") < 3 * (passage.count("\n") + 1) // 4
     train_sources = {item["source"] for item in json.loads((QA_DIR / "longqa_train.json").read_text())}
     assert not train_sources & {item["source"] for item in items}
 
