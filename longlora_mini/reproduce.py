@@ -129,7 +129,7 @@ def cell_config(cell: Cell, seed: int, out: Path, size: GridSize):
 
 def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: bool = True) -> Path:
     """Train one cell (or reuse / resume it, if made from today's base weights with the same settings)."""
-    from .train import RUN_RECORD, TrainConfig, checkpoint_dirs, train
+    from .train import RUN_RECORD, changed_settings, checkpoint_dirs, train
 
     run_dir, config = cell.run_dir(out, seed), cell_config(cell, seed, out, size)
     stamp, base = run_dir / "base_model.sha256", base_model_fingerprint()
@@ -140,8 +140,7 @@ def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: 
     if (run_dir / "final").exists():
         recorded = json.loads((run_dir / "final" / RUN_RECORD).read_text())["train_config"]
         where = ("model", "output_dir")  # paths differ between clones; the weights are checked by the stamp above
-        changed = sorted(k for k, v in asdict(config).items()
-                         if k not in where and recorded.get(k, getattr(TrainConfig, k)) != v)
+        changed = sorted(changed_settings(recorded, config, [k for k in asdict(config) if k not in where]))
         if changed:
             raise SystemExit(f"{run_dir} was trained with other settings ({', '.join(changed)}) than this grid's: "
                              "delete that folder (or pass another --out) to train it again")

@@ -271,10 +271,14 @@ def _only_trainable(model, accelerator):
     return hook
 
 
+def changed_settings(recorded: dict, config: TrainConfig, keys) -> list[str]:
+    """The keys whose recorded value differs from config's (a setting the record predates had its default then)."""
+    return [k for k in keys if recorded.get(k, getattr(TrainConfig, k)) != getattr(config, k)]
+
+
 def check_resumable(state: dict, config: TrainConfig, num_processes: int) -> None:
     fixed = FIXED_ON_RESUME + (("max_steps",) if config.lr_scheduler == "cosine" else ())  # the decay's length
-    # a setting the checkpoint predates had its default then
-    changed = [k for k in fixed if state["config"].get(k, getattr(TrainConfig, k)) != getattr(config, k)]
+    changed = changed_settings(state["config"], config, fixed)
     if changed:
         details = ", ".join(f"{k}: {state['config'].get(k)!r} -> {getattr(config, k)!r}" for k in changed)
         raise ValueError(f"cannot resume: settings differ from the checkpoint ({details}); use the checkpoint's settings")
