@@ -226,7 +226,7 @@ def _eval_passkey(args) -> int:
 def _eval_qa(args) -> int:
     import json
 
-    from .qa import evaluate_items
+    from .qa import evaluate_items, paired_gain
     from .sft import load_items
 
     items = load_items(args.data)
@@ -236,6 +236,12 @@ def _eval_qa(args) -> int:
         r = results[label]
         print(f"{label}: exact match {r['exact_match']:.1%} of {r['scored']} items that fit its context "
               f"({r['skipped']} longer items skipped); by kind: " + ", ".join(f"{k} {v:.0%}" for k, v in r["by_kind"].items()))
+    first, *others = results
+    for label in others:
+        if results[label]["context"] == results[first]["context"]:  # the same items fit: a paired comparison
+            g = results[label]["vs_first"] = paired_gain(results[first], results[label])
+            print(f"{label} vs {first}: {g['gained']} items gained, {g['lost']} lost "
+                  f"(exact one-sided sign test p = {g['p_value']:.3g})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
         print(f"wrote {args.json}")

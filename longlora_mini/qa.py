@@ -17,6 +17,7 @@ train split's documents, test items from the test split's (held out whole). Dete
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 from . import data
 
 QA_DIR = data.DATA_DIR / "qa"
+RECIPE_512 = Path(__file__).resolve().parent.parent / "configs" / "recipes" / "mini-512.yaml"
 KINDS = ("speaker", "verse", "next_word")
 PASSAGE_START = "Below is a passage. Read it and answer the question after it.\n"
 PASSAGE_END = "\nNow the passage ends. "
@@ -187,13 +189,51 @@ def exact_match(model, tokenizer, items: list[dict], template: str = "llama2", m
 
 def evaluate_items(model, tokenizer, items: list[dict], *, template: str = "llama2", max_new_tokens: int = 8,
                    limit: int | None = None) -> dict:
-    """Exact match over the items whose prompt and answer fit the model's context, overall and by kind."""
+    """Exact match over the items whose prompt and answer fit the model's context, overall and by kind;
+    `correct` lists the indices (into `items`) of the items answered exactly, for paired comparisons."""
     from .sft import encode
 
     context = model.config.max_position_embeddings
-    fits = [it for it in items if len(encode(it, tokenizer, template)[0]) + max_new_tokens <= context][:limit]
-    hits = answered(model, tokenizer, fits, template, max_new_tokens)
-    kinds = [it.get("kind", "all") for it in fits]
+    fits = [i for i, it in enumerate(items) if len(encode(it, tokenizer, template)[0]) + max_new_tokens <= context][:limit]
+    hits = answered(model, tokenizer, [items[i] for i in fits], template, max_new_tokens)
+    kinds = [items[i].get("kind", "all") for i in fits]
     by_kind = {k: sum(h for h, kk in zip(hits, kinds) if kk == k) / kinds.count(k) for k in sorted(set(kinds))}
     return {"exact_match": sum(hits) / max(1, len(fits)), "scored": len(fits), "skipped": len(items) - len(fits),
-            "context": context, "by_kind": by_kind}
+            "context": context, "by_kind": by_kind, "correct": [i for i, h in zip(fits, hits) if h]}
+
+
+def paired_gain(before: dict, after: dict) -> dict:
+    """Items one model answers and the other does not, on the same items (two `evaluate_items` results), and
+    the exact one-sided sign test (McNemar's) of "after answers more than before": the chance of at least
+    `gained` of the `gained + lost` changed items going after's way if neither model were better."""
+    if (before["scored"], before["skipped"]) != (after["scored"], after["skipped"]):
+        raise ValueError(f"the two results scored different items ({before['scored']} vs {after['scored']}): "
+                         "compare models with the same context length on the same file and template")
+    gained, lost = len(set(after["correct"]) - set(before["correct"])), len(set(before["correct"]) - set(after["correct"]))
+    changed = gained + lost
+    p_value = sum(math.comb(changed, k) for k in range(gained, changed + 1)) / 2**changed
+    return {"gained": gained, "lost": lost, "p_value": p_value}
+
+
+def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_steps: int = 600, seed: int | None = None,
+                          show_progress: bool = False) -> tuple[Path, Path]:
+    """The paper's order at mini scale: extend the mini model 256 -> 512 on its pretraining mixture
+    (configs/recipes/mini-512.yaml), merge, then LoRA SFT at 512 on the long-QA train items (template
+    plain, 4 items a step); `extend_steps` defaults to the recipe's, `seed` to the trainer's (as the CLI). Returns (the merged extended model, the SFT run's final/). The README's
+    commands, notebook 07 and the test that SFT raises exact match all run this."""
+    import shutil
+
+    from .merge import merge
+    from .train import TrainConfig, read_recipe, train
+
+    out = Path(out).resolve()  # the SFT run records the extended model's path: absolute, loadable from anywhere
+    shutil.rmtree(out, ignore_errors=True)
+    recipe, seeded = read_recipe(RECIPE_512), ({} if seed is None else {"seed": seed})
+    train(TrainConfig(**recipe | seeded | dict(output_dir=str(out / "extend"), max_steps=extend_steps or recipe["max_steps"],
+                                               save_every=0, report_to="none")), show_progress=show_progress)
+    extended = merge(out / "extend" / "final", out / "extended")
+    train(TrainConfig(model=str(extended), data=str(QA_DIR / "longqa_train.json"), template="plain",
+                      output_dir=str(out / "sft"), context_length=512, attention="s2", method="lora", lr=1e-3,
+                      batch_size=4, grad_accum=1, max_steps=sft_steps, warmup_steps=min(20, sft_steps), save_every=0,
+                      report_to="none", **seeded), show_progress=show_progress)
+    return extended, out / "sft" / "final"

@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from longlora_mini import data
-from longlora_mini.qa import QA_DIR, WORD, build, first_answer, make_items, passage_and_question
+from longlora_mini.qa import QA_DIR, WORD, build, first_answer, make_items, paired_gain, passage_and_question
 
 
 def test_committed_qa_files_rebuild_byte_for_byte(tmp_path):
@@ -68,8 +70,24 @@ def test_generate_streams_an_answer_and_refuses_what_does_not_fit(tmp_path):
 
 def test_eval_qa_scores_the_items_that_fit(tmp_path):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "LONGLORA_MINI_SMOKE": "1"}
-    done = subprocess.run([sys.executable, "-m", "longlora_mini", "eval", "qa", "--model", "mini", "--pi-length", "512",
-                           "--json", "qa.json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "longlora_mini", "eval", "qa", "--json", "qa.json",
+                           "--model", "mini", "--pi-length", "512", "--label", "a",
+                           "--model", "mini", "--pi-length", "512", "--label", "b"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((tmp_path / "qa.json").read_text())["mini"]
-    assert result["context"] == 512 and 0 < result["scored"] <= 4 and 0.0 <= result["exact_match"] <= 1.0
+    results = json.loads((tmp_path / "qa.json").read_text())
+    a, b = results["a"], results["b"]
+    assert a["context"] == 512 and 0 < a["scored"] <= 4 and a["exact_match"] == len(a["correct"]) / a["scored"]
+    assert b["vs_first"] == {"gained": 0, "lost": 0, "p_value": 1.0}  # the same model twice: nothing changes
+    assert "b vs a: 0 items gained, 0 lost" in done.stdout
+
+
+def test_paired_gain_counts_the_changed_items_and_gives_the_exact_sign_test():
+    before = {"scored": 10, "skipped": 0, "correct": [1, 2]}
+    after = {"scored": 10, "skipped": 0, "correct": [2, 3, 4, 5]}
+    # 3 gained, 1 lost: P(at least 3 of 4 changes go after's way | a fair coin) = (4 + 1) / 16
+    assert paired_gain(before, after) == {"gained": 3, "lost": 1, "p_value": 5 / 16}
+    assert paired_gain(after, before)["p_value"] == 15 / 16  # 1 gained of 4: (4 + 6 + 4 + 1) / 16
+    with pytest.raises(ValueError, match="scored different items"):
+        paired_gain(before, {"scored": 9, "skipped": 1, "correct": []})
+
