@@ -98,8 +98,9 @@ def _data_qa(args) -> int:
 
     if args.lengths and not args.train_per_length:
         raise SystemExit("--lengths needs --train-per-length too (one count, or one per length)")
-    counts = tuple(args.train_per_length) if args.train_per_length else TRAIN_PER_LENGTH
-    paths = build(lengths=tuple(args.lengths or LENGTHS), train_per_length=counts if len(counts) > 1 else counts[0])
+    lengths = tuple(args.lengths or LENGTHS)
+    counts = tuple(args.train_per_length or TRAIN_PER_LENGTH)
+    paths = build(lengths=lengths, train_per_length=counts * len(lengths) if len(counts) == 1 else counts)
     for split, path in paths.items():
         print(f"wrote {path}")
     return 0

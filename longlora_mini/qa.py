@@ -138,18 +138,16 @@ LENGTHS = (136, 384, 880)
 TRAIN_PER_LENGTH = (2000, 2000, 300)
 
 
-def build(out_dir: Path = QA_DIR, *, lengths=LENGTHS, train_per_length=TRAIN_PER_LENGTH,
-          test_per_length: int = 100, seed: int = 0) -> dict[str, Path]:
-    """Write longqa_train.json and longqa_test.json (a list of items each) and return their paths.
-
-    train_per_length: one count for every length, or one per length."""
+def build(out_dir: Path = QA_DIR, *, lengths: tuple[int, ...] = LENGTHS,
+          train_per_length: tuple[int, ...] = TRAIN_PER_LENGTH, test_per_length: int = 100, seed: int = 0) -> dict[str, Path]:
+    """Write longqa_train.json and longqa_test.json (a list of items each) and return their paths;
+    train_per_length holds one count per length."""
+    if len(train_per_length) != len(lengths):
+        raise ValueError(f"train_per_length has {len(train_per_length)} counts for {len(lengths)} lengths")
     tokenizer = data.load_tokenizer()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    train_counts = train_per_length if isinstance(train_per_length, tuple) else (train_per_length,) * len(lengths)
-    if len(train_counts) != len(lengths):
-        raise ValueError(f"train_per_length has {len(train_counts)} counts for {len(lengths)} lengths")
-    for split, counts in (("train", train_counts), ("test", (test_per_length,) * len(lengths))):
+    for split, counts in (("train", train_per_length), ("test", (test_per_length,) * len(lengths))):
         items = [item for n, count in zip(lengths, counts) for item in make_items(split, n, count, seed, tokenizer)]
         paths[split] = out_dir / f"longqa_{split}.json"
         paths[split].write_text(json.dumps(items, indent=1, ensure_ascii=False) + "\n")
@@ -209,7 +207,8 @@ def paired_gain(before: dict, after: dict) -> dict:
     if (before["scored"], before["skipped"]) != (after["scored"], after["skipped"]):
         raise ValueError(f"the two results scored different items ({before['scored']} vs {after['scored']}): "
                          "compare models with the same context length on the same file and template")
-    gained, lost = len(set(after["correct"]) - set(before["correct"])), len(set(before["correct"]) - set(after["correct"]))
+    right_before, right_after = set(before["correct"]), set(after["correct"])
+    gained, lost = len(right_after - right_before), len(right_before - right_after)
     changed = gained + lost
     p_value = sum(math.comb(changed, k) for k in range(gained, changed + 1)) / 2**changed
     return {"gained": gained, "lost": lost, "p_value": p_value}
@@ -219,8 +218,9 @@ def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_ste
                           show_progress: bool = False) -> tuple[Path, Path]:
     """The paper's order at mini scale: extend the mini model 256 -> 512 on its pretraining mixture
     (configs/recipes/mini-512.yaml), merge, then LoRA SFT at 512 on the long-QA train items (template
-    plain, 4 items a step); `extend_steps` defaults to the recipe's, `seed` to the trainer's (as the CLI). Returns (the merged extended model, the SFT run's final/). The README's
-    commands, notebook 07 and the test that SFT raises exact match all run this."""
+    plain, 4 items a step): the README's commands as one function (notebook 07 calls it). `extend_steps`
+    defaults to the recipe's, `seed` to the trainer's, as on the command line. Returns (the merged
+    extended model, the SFT run's final/)."""
     import shutil
 
     from .merge import merge

@@ -68,7 +68,8 @@ class GridSize:
     seeds: tuple[int, ...] = (0, 1)
     steps: int = 240
     rows_per_step: int = 2
-    data: str = "mix"  # the base model's pretraining mixture at the new length (what `demo` uses), or "books,code"
+    data: str = "mix"  # the pretraining mixture at the new length: it retrains the copying and passkey skills that
+    # position interpolation breaks in this base model (books + code alone loses them); or "books,code"
     lr: float = 2e-3
     lr_scheduler: str = "cosine"  # a short run ends at a low rate instead of wandering at a high one; or "constant"
     full_lr: float = 2e-4  # full fine-tuning: every weight moves, a LoRA's rate would wreck the model
@@ -463,10 +464,7 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4) -> DemoResult:
 
     out = Path(out)
     target = 256 * factor
-    # the mixture keeps the copying and passkey skills that position interpolation breaks in this base model, and a
-    # cosine decay settles a short run (README, "What the miniature shows and does not yet")
-    size = GridSize(target=target, steps=pick(220, 2), rows_per_step=pick(4, 2), data="mix", lr_scheduler="cosine",
-                    eval_tokens=pick(16384, 2048),
+    size = GridSize(target=target, steps=pick(220, 2), rows_per_step=pick(4, 2), eval_tokens=pick(16384, 2048),
                     passkey_trials=pick(4, 1), passkey_depths=pick((0.0, 0.5, 1.0), (0.5,)))
     lengths = [256 * 2**i for i in range(int(math.log2(factor)) + 2)]  # 256 ... 2 x target
     final = train_cell(Cell(f"s2-lora+-{target}", target), 0, out, size)
