@@ -131,7 +131,7 @@ def _generate(args) -> int:
         )
     input_ids = torch.tensor([prompt], device=next(model.parameters()).device)
     model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=args.max_new_tokens,
-                   do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                   min_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                    streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True))
     return 0
 
@@ -236,7 +236,8 @@ def _eval_qa(args) -> int:
         results[label] = evaluate_items(model, tokenizer, items, template=args.template, limit=pick(None, 4))
         r = results[label]
         print(f"{label}: exact match {r['exact_match']:.1%} of {r['scored']} items that fit its context "
-              f"({r['skipped']} longer items skipped); by kind: " + ", ".join(f"{k} {v:.0%}" for k, v in r["by_kind"].items()))
+              f"({r['skipped']} longer items skipped); by kind: " + ", ".join(f"{k} {v:.0%}" for k, v in r["by_kind"].items())
+              + f"; EOS first for {r['eos_first']} items (plain greedy, which stops there: {r['exact_match_plain_greedy']:.1%})")
     first, *others = results
     for label in others:
         if results[label]["context"] == results[first]["context"]:  # the same items fit: a paired comparison

@@ -159,8 +159,12 @@ def first_answer(text: str) -> str:
     return text.strip().split("\n")[0].strip().rstrip(".,;:!?")
 
 
-def answered(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> list[bool]:
-    """For each item, whether its greedy answer equals the reference exactly."""
+def answered(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> list[tuple[bool, bool]]:
+    """For each item, (the greedy answer equals the reference exactly, EOS was the most likely first token).
+
+    Every answer has at least one token: EOS is barred from the first step, since no reference is empty.
+    Plain greedy decoding differs only where EOS came first (it answers nothing there, which is wrong),
+    so the second flag gives its score too without a second pass."""
     import torch
 
     from .sft import prompt_ids
@@ -168,36 +172,40 @@ def answered(model, tokenizer, items: list[dict], template: str = "llama2", max_
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    hits = []
+    results = []
     for item in items:
         prompt = prompt_ids(item, tokenizer, template)
-        input_ids = torch.tensor([prompt], device=device)
+        input_ids = torch.tensor([prompt], device=device)  # (1, n)
         with torch.no_grad():
             out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        hits.append(first_answer(tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True)) == item["output"])
+                                 min_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                 return_dict_in_generate=True, output_logits=True)
+        answer = first_answer(tokenizer.decode(out.sequences[0, len(prompt):], skip_special_tokens=True))
+        eos_first = int(out.logits[0][0].argmax()) == tokenizer.eos_token_id  # raw logits of step 1: (1, vocab)
+        results.append((answer == item["output"], eos_first))
     model.train(was_training)
-    return hits
-
-
-def exact_match(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> float:
-    """Share of items whose greedy answer equals the reference exactly."""
-    return sum(answered(model, tokenizer, items, template, max_new_tokens)) / max(1, len(items))
+    return results
 
 
 def evaluate_items(model, tokenizer, items: list[dict], *, template: str = "llama2", max_new_tokens: int = 8,
                    limit: int | None = None) -> dict:
     """Exact match over the items whose prompt and answer fit the model's context, overall and by kind;
-    `correct` lists the indices (into `items`) of the items answered exactly, for paired comparisons."""
+    `correct` lists the indices (into `items`) of the items answered exactly, for paired comparisons;
+    `eos_first` counts the items where the model would rather have stopped at once, and
+    `exact_match_plain_greedy` is the score had it been let to (those items then answer nothing)."""
     from .sft import encode
 
     context = model.config.max_position_embeddings
     fits = [i for i, it in enumerate(items) if len(encode(it, tokenizer, template)[0]) + max_new_tokens <= context][:limit]
-    hits = answered(model, tokenizer, [items[i] for i in fits], template, max_new_tokens)
+    results = answered(model, tokenizer, [items[i] for i in fits], template, max_new_tokens)
+    hits = [hit for hit, _ in results]
     kinds = [items[i].get("kind", "all") for i in fits]
     by_kind = {k: sum(h for h, kk in zip(hits, kinds) if kk == k) / kinds.count(k) for k in sorted(set(kinds))}
-    return {"exact_match": sum(hits) / max(1, len(fits)), "scored": len(fits), "skipped": len(items) - len(fits),
-            "context": context, "by_kind": by_kind, "correct": [i for i, h in zip(fits, hits) if h]}
+    scored = max(1, len(fits))
+    return {"exact_match": sum(hits) / scored, "scored": len(fits), "skipped": len(items) - len(fits),
+            "context": context, "by_kind": by_kind, "correct": [i for i, h in zip(fits, hits) if h],
+            "eos_first": sum(eos for _, eos in results),
+            "exact_match_plain_greedy": sum(hit and not eos for hit, eos in results) / scored}
 
 
 def paired_gain(before: dict, after: dict) -> dict:
@@ -218,9 +226,10 @@ def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_ste
                           show_progress: bool = False) -> tuple[Path, Path]:
     """The paper's order at mini scale: extend the mini model 256 -> 512 on its pretraining mixture
     (configs/recipes/mini-512.yaml), merge, then LoRA SFT at 512 on the long-QA train items (template
-    plain, 4 items a step): the README's commands as one function (notebook 07 calls it). `extend_steps`
-    defaults to the recipe's, `seed` to the trainer's, as on the command line. Returns (the merged
-    extended model, the SFT run's final/)."""
+    plain, 4 items a step, the rate decayed to 0 by a cosine: at a constant rate the result carries the
+    last steps' noise and swings with the seed): the README's commands as one function (notebook 07 calls
+    it). `extend_steps` defaults to the recipe's, `seed` to the trainer's, as on the command line.
+    Returns (the merged extended model, the SFT run's final/)."""
     import shutil
 
     from .merge import merge
@@ -234,6 +243,7 @@ def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_ste
     extended = merge(out / "extend" / "final", out / "extended")
     train(TrainConfig(model=str(extended), data=str(QA_DIR / "longqa_train.json"), template="plain",
                       output_dir=str(out / "sft"), context_length=512, attention="s2", method="lora", lr=1e-3,
-                      batch_size=4, grad_accum=1, max_steps=sft_steps, warmup_steps=min(20, sft_steps), save_every=0,
-                      report_to="none", **seeded), show_progress=show_progress)
+                      lr_scheduler="cosine", batch_size=4, grad_accum=1, max_steps=sft_steps,
+                      warmup_steps=min(20, sft_steps), save_every=0, report_to="none", **seeded),
+          show_progress=show_progress)
     return extended, out / "sft" / "final"

@@ -63,7 +63,7 @@ class TrainConfig:
     model: str = str(MODEL_DIR)
     output_dir: str = "runs/extend"
     data: str = "books,code"  # corpus names, "mix" (the pretraining mixture), a uint16 token file or an SFT .json
-    template: str = "llama2"  # SFT prompt template: llama2 or chat
+    template: str = "llama2"  # SFT prompt template: llama2, chat or plain
     context_length: int = 1024
     rope_scaling: str = "linear"
     attention: str = "s2"
