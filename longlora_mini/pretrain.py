@@ -235,10 +235,8 @@ def learning_rate(step: int, config: PretrainConfig, mixture_start: int | None) 
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def plot_loss_curve(metrics: list[dict], path: Path) -> None:
-    from .plotting import figure, save
-
-    fig, (ax,) = figure(title="mini base model: pretraining loss")
+def draw_loss_curve(ax, metrics: list[dict]) -> None:
+    """The pretraining loss per step and smoothed, the curriculum's second-copy loss, a dotted line per phase."""
     steps = [m["step"] for m in metrics]
     ax.plot(steps, [m["loss"] for m in metrics], lw=0.6, alpha=0.5, label="per step")
     window = max(1, len(metrics) // 50)
@@ -254,6 +252,13 @@ def plot_loss_curve(metrics: list[dict], path: Path) -> None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (nats/token)")
     ax.legend(loc="lower left", fontsize=7)
+
+
+def plot_loss_curve(metrics: list[dict], path: Path) -> None:
+    from .plotting import figure, save
+
+    fig, (ax,) = figure(title="mini base model: pretraining loss")
+    draw_loss_curve(ax, metrics)
     save(fig, path)
 
 
