@@ -113,7 +113,7 @@ def _generate(args) -> int:
     from transformers import TextStreamer
 
     from .models import load_any
-    from .qa import instruction
+    from .qa import generate_answer, instruction
     from .sft import prompt_ids
 
     if args.load_in_4bit and not (torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes")):
@@ -129,10 +129,8 @@ def _generate(args) -> int:
             f"the prompt has {len(prompt)} tokens and the answer may take {args.max_new_tokens}, more than this model's "
             f"context of {context}: shorten the text, lower --max-new-tokens, or extend the model (longlora-mini train)"
         )
-    input_ids = torch.tensor([prompt], device=next(model.parameters()).device)
-    model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=args.max_new_tokens,
-                   min_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                   streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True))
+    generate_answer(model, tokenizer, prompt, args.max_new_tokens,
+                    streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True))
     return 0
 
 

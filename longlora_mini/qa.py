@@ -159,27 +159,30 @@ def first_answer(text: str) -> str:
     return text.strip().split("\n")[0].strip().rstrip(".,;:!?")
 
 
-def answered(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> list[tuple[bool, bool]]:
-    """For each item, (the greedy answer equals the reference exactly, EOS was the most likely first token).
-
-    Every answer has at least one token: EOS is barred from the first step, since no reference is empty.
-    Plain greedy decoding differs only where EOS came first (it answers nothing there, which is wrong),
-    so the second flag gives its score too without a second pass."""
+def generate_answer(model, tokenizer, prompt: list[int], max_new_tokens: int, **kwargs):
+    """Greedy decoding of an answer of at least one token (EOS is barred from the first step: no reference
+    is empty); the one decoding rule of `eval qa`, `generate` and notebook 07. kwargs go to `generate`
+    (a streamer, return_dict_in_generate, ...); returns its output."""
     import torch
 
+    input_ids = torch.tensor([prompt], device=next(model.parameters()).device)  # (1, n)
+    with torch.no_grad():
+        return model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                              min_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id, **kwargs)
+
+
+def answered(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> list[tuple[bool, bool]]:
+    """For each item, (the answer of `generate_answer` equals the reference exactly, EOS was the most likely
+    first token). Plain greedy decoding differs only where EOS came first (it answers nothing there, which
+    is wrong), so the second flag gives its score too without a second pass."""
     from .sft import prompt_ids
 
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     results = []
     for item in items:
         prompt = prompt_ids(item, tokenizer, template)
-        input_ids = torch.tensor([prompt], device=device)  # (1, n)
-        with torch.no_grad():
-            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
-                                 min_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                 return_dict_in_generate=True, output_logits=True)
+        out = generate_answer(model, tokenizer, prompt, max_new_tokens, return_dict_in_generate=True, output_logits=True)
         answer = first_answer(tokenizer.decode(out.sequences[0, len(prompt):], skip_special_tokens=True))
         eos_first = int(out.logits[0][0].argmax()) == tokenizer.eos_token_id  # raw logits of step 1: (1, vocab)
         results.append((answer == item["output"], eos_first))

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 import torch
 
 from longlora_mini import data
@@ -100,9 +99,8 @@ def test_paired_gain_counts_the_changed_items_and_gives_the_exact_sign_test():
         paired_gain(before, {"scored": 9, "skipped": 1, "correct": []})
 
 
-
 def test_sft_raises_exact_match_on_held_out_items(tmp_path):
-    """The README's commands at full size (~7 min on 2 CPU cores): extend 256 -> 512, merge, LoRA SFT at 512;
+    """The README's commands at full size (~6 min on 2 CPU cores): extend 256 -> 512, merge, LoRA SFT at 512;
     on the 200 held-out items that fit, SFT answers more items exactly, and not by chance (paired sign test).
     Its figures are the README's table (`data/results/sft_qa.json`); other seeds are quoted there too."""
     extended_dir, sft_dir = extend_then_fine_tune(tmp_path)
