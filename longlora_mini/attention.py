@@ -1,9 +1,10 @@
 """Shifted sparse attention (S²-Attn), leak-free, for any sequence length and padded batches.
 
 The definition (`s2_attention_mask`): split the sequence into groups of G tokens and attend
-causally inside each group. Heads in the first half use groups [0, G), [G, 2G), ...; heads in
-the second half use groups shifted by s = G // 2, i.e. [0, G - s), [G - s, 2G - s), ..., so a
-short first and last group and *no wrap-around*. Every backend below computes exactly this.
+causally inside each group. Heads [0, h//2) use groups [0, G), [G, 2G), ...; heads [h//2, h)
+use groups shifted by s = G // 2, i.e. [0, G - s), [G - s, 2G - s), ..., so a short first and
+last group and *no wrap-around*. With an odd head count the shifted part is the larger one (9
+heads: 4 plain, 5 shifted), the official code's convention. Every backend computes exactly this.
 
 Backends (all take q, k, v shaped (batch, heads, seq, head_dim), keys/values may have fewer heads):
   dense  the masked reference: materialises the (n, n) mask per head; slow, obviously right.
@@ -48,7 +49,7 @@ def s2_attention_mask(
 ) -> torch.Tensor:
     """Boolean mask (num_heads, seq_len, seq_len); True where query i may attend to key j.
 
-    First half of the heads: j <= i and i//G == j//G. Second half (if `shift`):
+    Heads [0, h//2): j <= i and i//G == j//G. Heads [h//2, h) (if `shift`):
     j <= i and (i + G//2)//G == (j + G//2)//G. No wrap-around.
     """
     _check_group_args(seq_len, group_size, num_heads)
@@ -62,7 +63,7 @@ def s2_attention_mask(
 
 
 def _head_offsets(num_heads: int, group_size: int, shift: bool) -> list[int]:
-    """Group offset per head: 0 for the first half, G//2 for the second half (when shifting)."""
+    """Group offset per head: 0 for heads [0, h//2), G//2 for heads [h//2, h) (when shifting)."""
     half = num_heads // 2
     shifted = group_size // 2 if shift else 0
     return [0] * half + [shifted] * (num_heads - half)
@@ -76,11 +77,8 @@ def _check_group_args(seq_len: int, group_size: int, num_heads: int) -> None:
         )
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}.")
-    if num_heads % 2:
-        raise ValueError(
-            f"S²-Attn shifts half of the heads, so num_heads must be even, got {num_heads}; "
-            "use full attention for this model or pick one with an even number of heads."
-        )
+    if num_heads < 1:
+        raise ValueError(f"num_heads must be >= 1, got {num_heads}.")
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask) -> None:
@@ -200,27 +198,29 @@ def _grouped_sdpa(q, k, v, group_size, first, scale):
     return torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]  # -> (b, h, n, d)
 
 
-def _split_heads(q, k, v):
-    """Split heads into the unshifted and shifted halves; key/value heads follow their queries."""
+def _head_parts(q, k, v, group_size: int, shift: bool):
+    """The unshifted heads [0, h//2) and the shifted heads [h//2, h), each with the length of its first group:
+    [(q, k, v, first), ...], empty parts left out (one head: only the shifted part). Key/value heads follow
+    their queries; one whose queries fall in both parts (9 query heads on 3 key/value heads: head 1 serves
+    queries 3-5, cut 4 | 5) is repeated to one per query head first."""
     h, hkv = q.shape[1], k.shape[1]
-    if hkv % 2 or (h // 2) % (h // hkv):  # kv heads do not split cleanly between the halves
-        k, v = repeat_kv(k, h), repeat_kv(v, h)
-    halves = zip(*(x.chunk(2, dim=1) for x in (q, k, v)))  # chunk: one concatenation in backward
-    return tuple(halves)
-
-
-def _first_group_lengths(group_size: int, shift: bool) -> tuple[int, int]:
-    """Length of the first group for the unshifted and the shifted half of the heads."""
-    return group_size, (group_size - group_size // 2 if shift else group_size)
+    per_kv = h // hkv  # query heads per key/value head
+    if (h // 2) % per_kv:  # a key/value head straddles the cut
+        k, v, per_kv = repeat_kv(k, h), repeat_kv(v, h), 1
+    q_cut, kv_cut = [h // 2, h - h // 2], [h // 2 // per_kv, (h - h // 2) // per_kv]
+    firsts = [group_size, group_size - group_size // 2 if shift else group_size]
+    # split, not slicing: its backward is one concatenation. (b, h, n, d) -> (b, h//2, n, d), (b, h - h//2, n, d)
+    parts = zip(q.split(q_cut, dim=1), k.split(kv_cut, dim=1), v.split(kv_cut, dim=1), firsts)
+    return [part for part in parts if part[0].shape[1]]
 
 
 def _sdpa(q, k, v, group_size, shift, scale):
     """S²-Attn from causal SDPA calls: plain groups for one half of the heads, groups shifted by G//2 for the other."""
     outs = [
         _grouped_sdpa(qh, repeat_kv(kh, qh.shape[1]), repeat_kv(vh, qh.shape[1]), group_size, first, scale)
-        for (qh, kh, vh), first in zip(_split_heads(q, k, v), _first_group_lengths(group_size, shift))
+        for qh, kh, vh, first in _head_parts(q, k, v, group_size, shift)
     ]
-    return torch.cat(outs, dim=1)  # 2 x (b, h/2, n, d) -> (b, h, n, d)
+    return torch.cat(outs, dim=1)  # (b, h//2, n, d), (b, h - h//2, n, d) -> (b, h, n, d)
 
 
 @functools.lru_cache(maxsize=32)
@@ -290,11 +290,11 @@ def _flash(q, k, v, group_size, shift, scale, attention_mask):
         return _gather_seq(x, order).transpose(1, 2).reshape(b * n, x.shape[1], d)[flat]
 
     outs = []
-    for (qh, kh, vh), first in zip(_split_heads(q, k, v), _first_group_lengths(group_size, shift)):
+    for qh, kh, vh, first in _head_parts(q, k, v, group_size, shift):
         cu = torch.tensor(group_boundaries(lengths, group_size, first), dtype=torch.int32, device=q.device)
         longest = int((cu[1:] - cu[:-1]).max())
         outs.append(flash_attn_varlen_func(unpad(qh), unpad(kh), unpad(vh), cu, cu, longest, longest,
-                                           softmax_scale=scale, causal=True))  # (total, h/2, d)
+                                           softmax_scale=scale, causal=True))  # (total, heads of the part, d)
     packed = q.new_zeros(b * n, h, d)
     packed[flat] = torch.cat(outs, dim=1)  # (total, h, d) back into the padded layout
     packed = packed.reshape(b, n, h, d).transpose(1, 2)  # (b*n, h, d) -> (b, h, n, d)

@@ -74,7 +74,8 @@ def _pretrain(args) -> int:
                          passkey_warmup_steps=2, passkey_warmup_batch=2) | overrides
     out = Path(args.out) if args.out else (Path("runs/pretrain-smoke") if smoke_mode() else MODEL_DIR)
     config = PretrainConfig(**overrides)
-    _, report = pretrain(config, out, eval_windows=pick(None, 2), passkey_trials=pick(50, 2))
+    _, report = pretrain(config, out, eval_windows=pick(None, 2), passkey_trials=pick(50, 2),
+                         save_every=args.save_every, resume=args.resume)
     print(json.dumps(report, indent=1))
     print(f"wrote the checkpoint, metrics.jsonl, loss_curve.png and eval.json to {out}")
     return 0
@@ -316,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--seed", type=int)
     pre.add_argument("--repeat-share", dest="repeat_share", type=float, help="share of rows with a repeated span")
     pre.add_argument("--passkey-share", dest="passkey_share", type=float, help="share of passkey rows")
+    pre.add_argument("--save-every", type=int, default=100, help="save the resumable state every K steps (default 100; 0: never)")
+    pre.add_argument("--resume", action="store_true", help="continue an interrupted run from its saved state (OUT.state)")
     pre.set_defaults(run=_pretrain)
 
     from .sft import TEMPLATES
@@ -349,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_cmd = commands.add_parser("plan", help="memory per GPU and FLOPs of a run, before renting GPUs")
     plan_cmd.add_argument("--model", default="llama2-7b", help=f"a preset ({', '.join(PRESETS)}) or a config.json")
     plan_cmd.add_argument("--context-length", type=int, default=8192)
-    from .extend import ATTENTIONS, METHODS
+    from .options import ATTENTIONS, METHODS
 
     plan_cmd.add_argument("--method", choices=METHODS, default="lora+")
     plan_cmd.add_argument("--attention", choices=ATTENTIONS, default="s2")

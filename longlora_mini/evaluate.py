@@ -73,6 +73,14 @@ def repeated_span_loss(model, tokens: np.ndarray, *, span: int = 100, gap: int =
             "second": round(nll[:, second + 10 - 1 : second + span - 1].mean().item(), 4)}
 
 
+def window_cliff(model, tokens: np.ndarray, window: int, max_windows: int | None = None) -> dict:
+    """How a model fails past its training window: mean loss over positions [W/2, W) and [W, 2W) of windows of
+    2W tokens, no position interpolation. Llama-2 falls off a cliff past 4k; a faithful miniature must too."""
+    losses = per_position_loss(model, tokens, 2 * window, max_windows)  # losses[p - 1] scores token p
+    inside, past = losses[window // 2 - 1 : window - 1].mean().item(), losses[window - 1 :].mean().item()
+    return {"inside": round(inside, 4), "past": round(past, 4), "gap": round(past - inside, 4)}
+
+
 def evaluate_base_model(model, tokenizer, seq_len: int = 256, *, windows: int | None = None, passkey_trials: int = 50) -> dict:
     """The base model's report: validation perplexity at seq_len, per-position loss, the copy check, passkey inside
     its window and at 2x and 4x its length."""

@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import math
 
-from .hf_attention import DEFAULT_GROUP_SIZE_RATIO, use_s2_attention
-
-ROPE_SCALINGS = ("linear", "dynamic", "yarn")
-ATTENTIONS = ("full", "s2", "short")
-# lora+ is the paper's LoRA + trainable embedding + norms; lora+norm and lora+embed are its ablation halves
-METHODS = ("full", "lora", "lora+norm", "lora+embed", "lora+")
-EXTRA_TRAINABLE = {"lora": (), "lora+norm": ("norm",), "lora+embed": ("embed",), "lora+": ("embed", "norm")}
+from .hf_attention import use_s2_attention
+from .options import ATTENTIONS, DEFAULT_GROUP_SIZE_RATIO, EXTRA_TRAINABLE, METHODS, ROPE_SCALINGS
+from .plan import architecture_from_config, trainable_parameters
 
 # LoRA targets per architecture: the attention projections q, k, v, o.
 LORA_TARGETS = {
@@ -172,8 +168,6 @@ def _duplicated_by_peft(model) -> int:
 def expected_trainable(config, method: str, rank: int = 8) -> int:
     """The trainable-parameter count from the architecture alone (what `trainable_counts` must find):
     the closed form of `plan.trainable_parameters`, for Llama-style q/k/v/o projections."""
-    from .plan import architecture_from_config, trainable_parameters
-
     if method == "full":
         raise ValueError("full fine-tuning trains every parameter; count them with sum(p.numel() ...)")
     if config.model_type not in ("llama", "mistral", "qwen2"):

@@ -2,7 +2,9 @@
 
 Importing `longlora_mini` registers the name "s2attn" with transformers' `AttentionInterface`
 (the attention function) and `AttentionMaskInterface` (so that padding masks reach it: without a
-mask function of its own a custom name gets `attention_mask=None`). Then
+mask function of its own a custom name gets `attention_mask=None`). The mask function builds
+nothing: it hands the layers a `DeferredMask`, from which training takes the (batch, seq) key
+padding (no (n, n) tensor, whatever the length) and eval builds transformers' own SDPA mask. Then
 
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="s2attn")
 
@@ -25,21 +27,14 @@ import logging
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import sdpa_mask
+from transformers.masking_utils import causal_mask_function, sdpa_mask
 
 from .attention import pick_backend, s2_attention
+from .options import DEFAULT_GROUP_SIZE_RATIO, group_size_for
 
 logger = logging.getLogger(__name__)
 
 ATTN_IMPLEMENTATION = "s2attn"
-DEFAULT_GROUP_SIZE_RATIO = 0.25
-
-
-def group_size_for(seq_len: int, ratio: float) -> int:
-    """The group size used for a training sequence of `seq_len` tokens (at least 2)."""
-    if not 0 < ratio <= 1:
-        raise ValueError(f"s2_group_size_ratio must be in (0, 1], got {ratio}; the paper uses 0.25.")
-    return max(2, round(seq_len * ratio))
 
 
 def key_padding_from_4d(mask: torch.Tensor | None, sliding_window: int | None = None) -> torch.Tensor | None:
@@ -66,6 +61,40 @@ def key_padding_from_4d(mask: torch.Tensor | None, sliding_window: int | None = 
     return None if bool(valid.all()) else valid
 
 
+class DeferredMask:
+    """What the "s2attn" mask hook hands to the attention layers instead of transformers' (batch, 1, n, n) mask: the
+    arguments transformers called it with. Training takes the (batch, seq) key padding from them and builds
+    nothing n x n (at 100k tokens that mask alone is 10 GB per row); eval builds transformers' own SDPA mask from
+    the same arguments, once per forward pass, so eval mode is transformers' path bit for bit."""
+
+    def __init__(self, **mask_arguments):
+        self.arguments = mask_arguments
+        self._dense, self._built = None, False
+
+    def dense(self) -> torch.Tensor | None:
+        """The mask transformers' "sdpa" implementation would get (None where SDPA's is_causal suffices)."""
+        if not self._built:
+            self._dense, self._built = sdpa_mask(**self.arguments), True
+        return self._dense
+
+    def key_padding(self, sliding_window: int | None = None) -> torch.Tensor | None:
+        """(batch, seq) bool, True for real tokens; None without padding. A plain causal mask over the whole
+        sequence is read from the 2-D padding mask; anything else (a sliding window, packed sequences, a cache)
+        is built and checked as a 4-D mask."""
+        args = self.arguments
+        plain = (args.get("mask_function", causal_mask_function) is causal_mask_function
+                 and args["q_length"] == args["kv_length"] and not args.get("q_offset") and not args.get("kv_offset"))
+        if not plain:
+            return key_padding_from_4d(self.dense(), sliding_window)
+        padding = args.get("attention_mask")
+        return None if padding is None or bool(padding.all()) else padding.bool()
+
+
+def deferred_mask(**mask_arguments) -> DeferredMask:
+    """The "s2attn" entry of transformers' AttentionMaskInterface (called with keyword arguments only)."""
+    return DeferredMask(**mask_arguments)
+
+
 @functools.lru_cache(maxsize=None)
 def _announce(backend: str) -> None:
     logger.info("S²-Attn is running with the %r backend", backend)
@@ -85,8 +114,10 @@ def s2attn_forward(
 
     query (b, h, n, d), key/value (b, h_kv, n, d) -> output (b, n, h, d) as transformers expects.
     """
+    deferred = isinstance(attention_mask, DeferredMask)
     if not module.training:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        dense = attention_mask.dense() if deferred else attention_mask
+        return sdpa_attention_forward(module, query, key, value, dense, dropout=dropout, scaling=scaling, **kwargs)
     if dropout:
         raise ValueError(
             f"S²-Attn applies no attention dropout, but the model asks for {dropout}; "
@@ -115,7 +146,7 @@ def s2attn_forward(
         key,
         value,
         group_size,
-        attention_mask=key_padding_from_4d(attention_mask, window),
+        attention_mask=attention_mask.key_padding(window) if deferred else key_padding_from_4d(attention_mask, window),
         backend=backend,
         shift=getattr(config, "s2_shift", True),
         scale=scaling,
@@ -126,7 +157,7 @@ def s2attn_forward(
 def register() -> None:
     """Register "s2attn" with transformers (idempotent)."""
     AttentionInterface.register(ATTN_IMPLEMENTATION, s2attn_forward)
-    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, deferred_mask)
 
 
 def use_s2_attention(
@@ -144,11 +175,6 @@ def use_s2_attention(
     if group_size is not None and group_size < 2:
         raise ValueError(f"group_size must be at least 2, got {group_size}")
     pick_backend(torch.empty(0), backend)  # validates the backend name
-    num_heads = model.config.num_attention_heads
-    if num_heads % 2:
-        raise ValueError(
-            f"S²-Attn shifts half of the heads; this model has {num_heads} heads. Train it with full attention instead."
-        )
     model.config.s2_group_size_ratio = group_size_ratio
     model.config.s2_group_size = group_size
     model.config.s2_shift = shift

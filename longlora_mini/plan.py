@@ -26,6 +26,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .options import ATTENTIONS, EXTRA_TRAINABLE, METHODS, group_size_for
+
 GIB = 2**30
 RESERVED_GIB = 2.0
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3", "zero3_offload")
@@ -102,8 +104,6 @@ def trainable_parameters(arch: Architecture, method: str, rank: int = 8) -> int:
     """LoRA adds r * (d_in + d_out) per adapted projection: q (d -> q_dim), k and v (d -> kv_dim), o (q_dim -> d)
     in every layer; LoRA+ adds the input embedding (V * d) and the norms (2 per layer + the final one, d each),
     lora+embed and lora+norm one of the two."""
-    from .extend import EXTRA_TRAINABLE
-
     d = arch.hidden
     if method == "full":
         return arch.parameters()
@@ -114,7 +114,7 @@ def trainable_parameters(arch: Architecture, method: str, rank: int = 8) -> int:
 
 
 def attended_keys(context: int, attention: str, group_size_ratio: float) -> int:
-    return context if attention == "full" else max(2, round(context * group_size_ratio))
+    return context if attention == "full" else group_size_for(context, group_size_ratio)
 
 
 def flops_per_token(arch: Architecture, n_att: int) -> dict[str, float]:
@@ -174,8 +174,6 @@ def plan(
         raise ValueError(f"--strategy must be one of {STRATEGIES}, got {strategy!r}")
     if kernel not in ("flash", "sdpa"):
         raise ValueError(f"--kernel must be flash or sdpa, got {kernel!r}")
-    from .extend import ATTENTIONS, METHODS
-
     if attention not in ATTENTIONS or method not in METHODS:
         raise ValueError(f"--attention takes {'/'.join(ATTENTIONS)} and --method {'/'.join(METHODS)}")
     arch = architecture(model)

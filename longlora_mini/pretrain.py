@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ class PretrainConfig:
     repeat_share: float = 0.15
     random_copy_share: float = 0.05
     passkey_share: float = 0.15
+    bos_at_row_start: bool = False  # every mixture row starts with BOS: a fixed first token, as a sink
     seed: int = 0
 
 
@@ -188,7 +190,10 @@ class MixedRows:
         return self.row()
 
     def batch(self) -> torch.Tensor:
-        return torch.tensor([self.row() for _ in range(self.config.batch_size)])  # (batch, seq_len)
+        rows = torch.tensor([self.row() for _ in range(self.config.batch_size)])  # (batch, seq_len)
+        if self.config.bos_at_row_start:
+            rows[:, 0] = self.tokenizer.bos_token_id
+        return rows
 
 
 class Phases:
@@ -275,6 +280,43 @@ def save_atomically(model, tokenizer, out_dir: Path, metrics: list[dict], extra_
     write_then_swap(Path(out_dir), write)
 
 
+def state_dir(out_dir: Path) -> Path:
+    """Where an unfinished pretraining run keeps its resumable state: beside its output folder."""
+    return Path(out_dir).with_name(Path(out_dir).name + ".state")
+
+
+def save_state(path: Path, step: int, config: PretrainConfig, model, optimizer, rows: MixedRows, phases: Phases,
+               metrics: list[dict]) -> None:
+    """Everything the run needs to go on exactly as if never stopped: weights, optimizer, data and phase positions,
+    the metrics so far. Written into a temporary folder and renamed, so it is whole or absent."""
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        torch.save({"step": step, "config": asdict(config), "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "rows_rng": rows.rng.getstate(),
+                    "torch_rng": torch.get_rng_state(), "phases": vars(phases).copy()}, tmp / "state.pt")
+        (tmp / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+
+    write_then_swap(path, write)
+
+
+def load_state(path: Path, config: PretrainConfig, model, optimizer, rows: MixedRows, phases: Phases) -> tuple[int, list[dict]]:
+    """Restore a run saved by `save_state`; returns (steps done, metrics). Other settings than the saved ones are refused."""
+    state = torch.load(path / "state.pt", weights_only=False)
+    saved = json.loads(json.dumps(state["config"]))  # tuples -> lists, as asdict(config) compares below
+    if saved != json.loads(json.dumps(asdict(config))):
+        changed = sorted(k for k in saved if saved[k] != json.loads(json.dumps(asdict(config)))[k])
+        raise ValueError(f"cannot resume {path}: its settings differ in {changed}; rerun with the saved settings "
+                         f"or delete {path} to start again")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rows.rng.setstate(state["rows_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    vars(phases).update(state["phases"])
+    metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    return state["step"], metrics
+
+
 def pretrain(
     config: PretrainConfig,
     out_dir: Path = MODEL_DIR,
@@ -282,9 +324,15 @@ def pretrain(
     show_progress: bool = True,
     eval_windows: int | None = None,
     passkey_trials: int = 50,
-    snapshot_every: int = 0,
+    save_every: int = 0,
+    resume: bool = False,
+    after_step=None,
 ):
-    """Train from scratch; returns (model, evaluation report). Writes checkpoint, metrics, loss curve, eval."""
+    """Train from scratch (or resume); returns (model, evaluation report). Writes checkpoint, metrics, loss curve, eval.
+
+    `save_every` K > 0 saves the resumable state every K steps to `state_dir(out_dir)`; `resume` continues from it
+    (the same losses as a run never stopped: tested). The state is removed once the model is written.
+    `after_step(step, model)`, if given, runs after every optimizer step (probes measure the model while it trains)."""
     from .evaluate import evaluate_base_model
 
     tokenizer = data.load_tokenizer()
@@ -298,9 +346,15 @@ def pretrain(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr, betas=(0.9, 0.95),
     )
-    metrics, phases = [], Phases(config)
+    metrics, phases, start_step, saved = [], Phases(config), 0, state_dir(out_dir)
+    if resume and saved.exists():
+        start_step, metrics = load_state(saved, config, model, optimizer, rows, phases)
+    elif saved.exists():
+        raise FileExistsError(f"{saved} holds an unfinished pretraining run: pass resume=True (--resume) to continue "
+                              "it, or delete it to start again")
     model.train()
-    bar = tqdm(range(config.steps), desc="pretraining", disable=not show_progress)
+    bar = tqdm(range(start_step, config.steps), desc="pretraining", disable=not show_progress, initial=start_step,
+               total=config.steps)
     for step in bar:
         lr = learning_rate(step, config, phases.mixture_start)
         for group in optimizer.param_groups:
@@ -325,8 +379,10 @@ def pretrain(
         phases.record(step, record.get("copy_loss"))
         metrics.append(record)
         bar.set_postfix(phase=phase, loss=f"{loss.item():.3f}")
-        if snapshot_every and (step + 1) % snapshot_every == 0:  # weights only, to look at while it trains
-            write_then_swap(Path(out_dir).with_name(Path(out_dir).name + ".snapshot"), model.save_pretrained)
+        if save_every and (step + 1) % save_every == 0 and step + 1 < config.steps:
+            save_state(saved, step + 1, config, model, optimizer, rows, phases, metrics)
+        if after_step is not None:
+            after_step(step + 1, model)
     report = evaluate_base_model(model, tokenizer, config.seq_len, windows=eval_windows, passkey_trials=passkey_trials)
     save_atomically(
         model, tokenizer, out_dir, metrics,
@@ -336,4 +392,5 @@ def pretrain(
             "eval.json": json.dumps(report, indent=1) + "\n",
         },
     )
+    shutil.rmtree(saved, ignore_errors=True)
     return model, report

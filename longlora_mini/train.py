@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -38,16 +39,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data
-from .extend import (
-    ATTENTIONS,
-    METHODS,
-    ROPE_SCALINGS,
-    apply_method,
-    describe_trainable,
-    load_extended,
-    set_attention,
-    trainable_counts,
-)
+from .extend import apply_method, describe_trainable, load_extended, set_attention, trainable_counts
+from .options import ATTENTIONS, METHODS, ROPE_SCALINGS, group_size_for
 from .files import write_then_swap
 from .pretrain import MODEL_DIR
 from .sft import IGNORE_INDEX, TEMPLATES, collate, labelled_tokens
@@ -111,9 +104,10 @@ class TrainConfig:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
 
 
-# Settings that must not change when a run is resumed (others, e.g. max_steps, may).
+# Settings that must not change when a run is resumed (others may: max_steps; lr and mixed_precision, to go on
+# more gently after a run diverged).
 FIXED_ON_RESUME = ("model", "data", "template", "context_length", "rope_scaling", "attention", "group_size_ratio", "method",
-                   "lora_rank", "lora_alpha", "lr", "lr_scheduler", "warmup_steps", "weight_decay", "batch_size",
+                   "lora_rank", "lora_alpha", "lr_scheduler", "warmup_steps", "weight_decay", "batch_size",
                    "grad_accum", "seed")
 
 
@@ -227,12 +221,17 @@ def validation_loss(model, rows: np.ndarray, device, batch_size: int) -> float:
 
 
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (an interrupted write leaves only a *.tmp folder)."""
+    """Complete checkpoints, oldest first (an interrupted write leaves only a *.tmp folder; a checkpoint that led to
+    a divergence is renamed *.diverged)."""
     root = output_dir / "checkpoints"
     if not root.is_dir():
         return []
-    done = [p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp") and (p / "trainer_state.json").exists()]
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+    done = [p for p in root.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / "trainer_state.json").exists()]
+    return sorted(done, key=checkpoint_step)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, config: TrainConfig) -> Path:
@@ -274,6 +273,54 @@ def _only_trainable(model, accelerator):
 def changed_settings(recorded: dict, config: TrainConfig, keys) -> list[str]:
     """The keys whose recorded value differs from config's (a setting the record predates had its default then)."""
     return [k for k in keys if recorded.get(k, getattr(TrainConfig, k)) != getattr(config, k)]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, the gradient norm or the weights became non-finite: training stopped before saving anything."""
+
+
+def stop_if_diverged(accelerator, output_dir: Path, config: TrainConfig, step: int, checks: dict[str, torch.Tensor]) -> None:
+    """Raise TrainingDiverged on every process if any tensor in `checks` (what -> values) is not finite on any
+    process, naming the step, the last good checkpoint and what to try. Collective: every rank must call it.
+
+    A non-finite loss or gradient at step N comes from the weights the step started from: if a checkpoint holds
+    exactly those (step N-1), resuming from it would diverge again, so it is set aside as step-N-1.diverged
+    (kept, but not resumed from) and the checkpoint before it is named as the last good one."""
+    flags = torch.tensor([float(not bool(torch.isfinite(v.detach()).all())) for v in checks.values()], device=accelerator.device)
+    flags = accelerator.reduce(flags, reduction="sum")
+    if not bool(flags.any()):
+        return
+    found = [what for what, flag in zip(checks, flags.tolist()) if flag]
+    set_aside = ""
+    if found != ["weights"]:  # the step's starting weights led to it
+        for suspect in (c for c in checkpoint_dirs(output_dir) if checkpoint_step(c) == step - 1):
+            aside = suspect.with_name(suspect.name + ".diverged")
+            if accelerator.is_main_process:
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(suspect, aside)
+            set_aside = f" (the checkpoint of step {step - 1}, whose weights led to it, is set aside as {aside})"
+    good = [c for c in checkpoint_dirs(output_dir) if checkpoint_step(c) < step - (found != ["weights"])]
+    where = (f"the last good checkpoint is {good[-1]} (step {checkpoint_step(good[-1])}): rerun with --resume to "
+             "continue from it" if good else "no good checkpoint was written before it, so start again")
+    raise TrainingDiverged(
+        f"training diverged at step {step}: non-finite {', '.join(found)}. Nothing from this step was saved"
+        f"{set_aside}; {where}. Try a lower --lr (this run: {config.lr:g}; a resumed run may lower it), or "
+        "--mixed-precision bf16 instead of fp16, or a smaller --max-grad-norm."
+    )
+
+
+def trainable_weights(model) -> torch.Tensor:
+    """All trainable weights of this process, flattened (under ZeRO-3, its shard)."""
+    trainable = [p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]
+    return torch.cat(trainable) if trainable else torch.zeros(0)
+
+
+def rescale_rate(scheduler, lr: float) -> None:
+    """Go on at another peak rate (after a divergence): the schedule keeps its shape and position, from this step."""
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    for group, scale in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):
+        group["lr"] = lr * scale(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def check_resumable(state: dict, config: TrainConfig, num_processes: int) -> None:
@@ -332,7 +379,7 @@ def prepare_model(config: TrainConfig):
     model = load_extended(config.model, config.context_length, config.rope_scaling)
     # one group size for every batch, a share of the training context: a padded (SFT) batch then groups each
     # sequence exactly as it would be grouped alone; packed rows all have the context's length anyway
-    group_size = max(2, round(config.context_length * config.group_size_ratio))
+    group_size = group_size_for(config.context_length, config.group_size_ratio)
     set_attention(model, config.attention, group_size_ratio=config.group_size_ratio, backend=config.attention_backend,
                   group_size=group_size)
     model.config.use_cache = False
@@ -396,6 +443,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         state = json.loads((existing[-1] / "trainer_state.json").read_text())
         check_resumable(state, config, accelerator.num_processes)
         accelerator.load_state(str(existing[-1]), strict=False)
+        rescale_rate(scheduler, config.lr)  # a resumed run may lower the rate
         start_step = state["step"]
         log(f"resumed from {existing[-1]} (step {start_step}, data position {state['data_position']})")
         if (output_dir / "eval.json").exists():
@@ -428,8 +476,13 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                 # accelerate divides by grad_accum and DDP averages over processes: undo both, so that the
                 # gradient is that of the step's token-weighted mean loss
                 accelerator.backward(loss * (config.grad_accum * accelerator.num_processes / step_tokens))
-                if accelerator.sync_gradients and config.max_grad_norm and accelerator.state.deepspeed_plugin is None:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                checks = {"loss": loss_sum + loss.detach()}
+                if accelerator.sync_gradients and accelerator.state.deepspeed_plugin is None:
+                    norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
+                    if accelerator.scaler is None:  # fp16's loss scaler skips steps with inf gradients by design
+                        checks["gradient norm"] = torch.as_tensor(norm)
+                if accelerator.sync_gradients:  # before the optimizer step: broken gradients never reach the weights
+                    stop_if_diverged(accelerator, output_dir, config, step + 1, checks)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach().double()
@@ -443,7 +496,10 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                 f.write(json.dumps(record) + "\n")
         accelerator.log({"train/loss": loss_value, "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, step=step + 1)
         bar.set_postfix(loss=f"{loss_value:.3f}")
-        if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.max_steps:
+        saving = config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.max_steps
+        if saving or step + 1 == config.max_steps:  # a finite step can still leave non-finite weights: never save them
+            stop_if_diverged(accelerator, output_dir, config, step + 1, {"weights": trainable_weights(model)})
+        if saving:
             save_checkpoint(accelerator, output_dir, step + 1, config)
 
     if val_rows is not None:
@@ -523,7 +579,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Train from parsed options (smoke overrides in smoke mode); the main process prints the report."""
     from .smoke import smoke_mode
 
-    report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume)
+    try:
+        report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume)
+    except TrainingDiverged as error:
+        raise SystemExit(f"error: {error}") from None
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({k: v for k, v in report.items() if k != "trainable"}, indent=1))
     return 0

@@ -15,7 +15,9 @@ from longlora_mini.attention import (
 
 TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
 
-# (batch, heads, kv_heads, seq, group): G divides n, n not divisible by G, G >= n, GQA (even/odd kv heads)
+# (batch, heads, kv_heads, seq, group): G divides n, n not divisible by G, G >= n, GQA (even/odd kv heads),
+# odd head counts (SmolLM2-135M's 9 query heads on 3 key/value heads: a key/value head serves both parts; 15 on 5;
+# 3 on 1; a single head, which is all shifted)
 SHAPES = [
     (1, 2, 2, 16, 4),
     (2, 4, 4, 17, 4),
@@ -24,6 +26,11 @@ SHAPES = [
     (2, 8, 1, 33, 6),
     (1, 2, 2, 9, 16),
     (2, 4, 4, 40, 3),
+    (2, 9, 3, 21, 8),
+    (1, 15, 5, 19, 6),
+    (1, 3, 1, 14, 4),
+    (2, 5, 5, 11, 4),
+    (1, 1, 1, 10, 4),
 ]
 
 
@@ -78,6 +85,15 @@ def test_mask_with_odd_group_and_partial_last_group():
     row = mask[1, 9]
     assert row.nonzero().flatten().tolist() == [8, 9]
     assert mask[0, 10].nonzero().flatten().tolist() == [10]  # unshifted: groups [0,5) [5,10) [10,11)
+
+
+def test_odd_head_counts_shift_the_larger_part():
+    # the official convention: heads [0, h//2) plain, heads [h//2, h) shifted, so 9 heads shift 5
+    mask = s2_attention_mask(16, 8, 9)
+    plain, shifted = s2_attention_mask(16, 8, 2)
+    assert all(torch.equal(mask[h], plain) for h in range(4))
+    assert all(torch.equal(mask[h], shifted) for h in range(4, 9))
+    assert torch.equal(s2_attention_mask(16, 8, 1)[0], shifted)
 
 
 def test_short_attention_has_no_shift():
@@ -275,12 +291,9 @@ def test_bad_arguments_say_what_to_change(kwargs, message):
         s2_attention(q, k, v, args.pop("group_size"), **args)
 
 
-def test_odd_heads_and_bad_shapes_are_refused():
-    with pytest.raises(ValueError, match="num_heads must be even"):
-        s2_attention_mask(8, 4, 3)
-    q, k, v = (t.detach() for t in qkv(1, 3, 3, 8))
-    with pytest.raises(ValueError, match="num_heads must be even"):
-        s2_attention(q, k, v, 4)
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="num_heads must be >= 1"):
+        s2_attention_mask(8, 4, 0)
     q, k, v = (t.detach() for t in qkv(1, 4, 3, 8))
     with pytest.raises(ValueError, match="multiple of key/value heads"):
         s2_attention(q, k, v, 4)

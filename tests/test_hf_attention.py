@@ -5,7 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, MistralConfig, Qwen2Config
 
 import longlora_mini
-from longlora_mini.hf_attention import group_size_for, key_padding_from_4d
+from longlora_mini.hf_attention import key_padding_from_4d
+from longlora_mini.options import group_size_for
 
 SIZES = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 FAMILIES = {
@@ -105,11 +106,27 @@ def test_use_s2_attention_switches_a_loaded_model_and_checks_it():
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     longlora_mini.use_s2_attention(model, group_size_ratio=0.5, backend="sdpa")
     assert model.config._attn_implementation == "s2attn" and model.config.s2_group_size_ratio == 0.5
-    odd = AutoModelForCausalLM.from_config(LlamaConfig(**(SIZES | dict(num_attention_heads=1))))
-    with pytest.raises(ValueError, match="Train it with full attention"):
-        longlora_mini.use_s2_attention(odd)
     with pytest.raises(ValueError, match="s2_group_size_ratio must be in"):
         longlora_mini.use_s2_attention(model, group_size_ratio=0)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "dense"])
+def test_odd_head_counts_train_with_s2_attention(backend):
+    # SmolLM2-135M's layout: 9 query heads on 3 key/value heads (head_dim 4 here); 4 heads plain, 5 shifted
+    config = LlamaConfig(**(SIZES | dict(hidden_size=36, num_attention_heads=9)), num_key_value_heads=3)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    ids, mask = batch()
+    model.train()
+    full = model(ids, attention_mask=mask, labels=ids).loss
+    longlora_mini.use_s2_attention(model, group_size=ids.shape[1], shift=False, backend=backend)
+    one_group = model(ids, attention_mask=mask, labels=ids).loss  # one group covering the sequence: full attention
+    torch.testing.assert_close(one_group, full, atol=1e-5, rtol=1e-5)
+    longlora_mini.use_s2_attention(model, group_size=8, backend=backend)
+    shifted = model(ids, attention_mask=mask, labels=ids)
+    shifted.loss.backward()
+    assert abs(shifted.loss.item() - full.item()) > 1e-4
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
 def test_attention_dropout_is_refused_in_training():
@@ -130,3 +147,50 @@ def test_key_padding_is_recovered_and_other_masks_refused():
     packed[1, 0, 4:, :4] = False  # two documents packed in one row
     with pytest.raises(ValueError, match="causal mask with key padding only"):
         key_padding_from_4d(packed)
+
+
+def test_generation_with_a_cache_is_transformers_own_in_eval_mode():
+    s2, sdpa = twin_models("llama")
+    s2.eval(), sdpa.eval()
+    ids, mask = batch()
+    kwargs = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(s2.generate(ids, **kwargs), sdpa.generate(ids, **kwargs))
+
+
+PEAK_STEP = """
+import sys, torch, longlora_mini
+from transformers import AutoModelForCausalLM, LlamaConfig
+n, padded = int(sys.argv[1]), sys.argv[2] == "padded"
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+model = AutoModelForCausalLM.from_config(config, attn_implementation="s2attn").train()
+ids = torch.randint(0, 256, (2, n))
+mask = torch.ones(2, n, dtype=torch.long)
+mask[1, : n // 8] = 0  # row 1 left-padded
+def rss(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) * 1024
+model(ids[:, :64], attention_mask=mask[:, :64], labels=ids[:, :64]).loss.backward()  # warm up kernels
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak resident size to the current one
+before = rss("VmRSS:")
+model(ids, attention_mask=mask if padded else None, labels=ids).loss.backward()
+print(rss("VmHWM:") - before)
+"""
+
+
+def step_peak_bytes(n: int, padded: bool) -> int:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", PEAK_STEP, str(n), "padded" if padded else "unpadded"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(out.stdout.split()[-1])
+
+
+def test_a_padded_long_training_step_builds_no_n_by_n_mask():
+    # 2 rows of 16k tokens: transformers' 4-D boolean mask alone would be 2 x 16384^2 bytes = 512 MiB
+    n = 16384
+    unpadded, padded = step_peak_bytes(n, False), step_peak_bytes(n, True)
+    mask_bytes = 2 * n * n
+    assert padded < 1.25 * unpadded + 32 * 2**20, (padded, unpadded)
+    assert padded - unpadded < mask_bytes / 8, (padded, unpadded, mask_bytes)

@@ -115,3 +115,32 @@ def test_pretrain_runs_and_writes_a_checkpoint_atomically(tmp_path):
     assert set(report["corpora"]) == set(data.CORPORA)
     assert (out / "loss_curve.png").stat().st_size > 0
     assert json.loads((out / "pretrain_config.json").read_text())["steps"] == 6
+
+
+def test_an_interrupted_pretraining_run_resumes_exactly(tmp_path):
+    config = PretrainConfig(
+        steps=8, batch_size=2, warmup_steps=2, copy_curriculum=((64, 2), (0, 1)), copy_batch=2,
+        layers=1, hidden_size=32, intermediate_size=64, heads=2,
+    )
+    quick = dict(show_progress=False, eval_windows=1, passkey_trials=1)
+    whole, _ = pretrain(config, tmp_path / "whole", **quick)
+
+    def crash(step, model):
+        if step == 5:
+            raise KeyboardInterrupt  # stopped by hand after step 5; the state was saved at step 3
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config, out, save_every=3, after_step=crash, **quick)
+    assert (tmp_path / "stopped.state").is_dir() and not out.exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain(config, out, **quick)
+    with pytest.raises(ValueError, match=r"settings differ in \['seed'\]"):
+        pretrain(PretrainConfig(**(vars(config) | {"seed": 1})), out, resume=True, **quick)
+    resumed, _ = pretrain(config, out, resume=True, **quick)
+
+    def losses(path):
+        return [(m["step"], m["phase"], m["loss"]) for m in map(json.loads, (path / "metrics.jsonl").read_text().splitlines())]
+    assert losses(out) == losses(tmp_path / "whole")  # every step, both phases of the curriculum and the mixture
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert not (tmp_path / "stopped.state").exists()  # removed once the model is written

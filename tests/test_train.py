@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,9 +165,42 @@ def test_an_existing_run_is_not_overwritten_without_resume(tmp_path):
     again = run_train(*args)
     log = again.communicate(timeout=300)[0]
     assert again.returncode != 0 and "pass --resume" in log
-    changed = run_train(*args[:-2], "--output-dir", tmp_path, "--resume", "--lr", "1e-2")
+    changed = run_train(*args[:-2], "--output-dir", tmp_path, "--resume", "--seed", "5")
     log = changed.communicate(timeout=300)[0]
     assert changed.returncode != 0 and "settings differ" in log, log[-2000:]
+
+
+def checkpoint_weights_are_finite(checkpoint: Path) -> bool:
+    from safetensors.torch import load_file
+
+    files = list(checkpoint.glob("*.safetensors"))
+    assert files, f"no weights in {checkpoint}"
+    return all(torch.isfinite(t).all() for f in files for t in load_file(f).values())
+
+
+def test_a_diverging_run_stops_saves_nothing_broken_and_resumes_from_the_last_good_checkpoint(tmp_path):
+    args = ["--context-length", 256, "--max-steps", 10, "--save-every", 1, "--grad-accum", 1, "--eval-windows", 1,
+            "--method", "full", "--warmup-steps", 2, "--output-dir", tmp_path]
+    diverging = run_train(*args, "--lr", "1e6")  # the rate the issue measured: NaN weights within a few steps
+    log = diverging.communicate(timeout=300)[0]
+    assert diverging.returncode != 0, log[-2000:]
+    assert "training diverged at step" in log and "Traceback" not in log, log[-2000:]
+    assert "lower --lr" in log and "bf16 instead of fp16" in log
+    written = list((tmp_path / "checkpoints").glob("step-*"))
+    assert written and all(checkpoint_weights_are_finite(c) for c in written)  # none holds NaN or inf
+    assert not (tmp_path / "final").exists()
+    stopped_at = int(log.split("training diverged at step ")[1].split(":")[0])
+    good = Path(log.split("the last good checkpoint is ")[1].split(" (step")[0])
+    assert good.is_dir() and int(good.name.split("-")[1]) < stopped_at
+    # the checkpoint whose weights gave the non-finite step is kept aside, not resumed from
+    assert (tmp_path / "checkpoints" / f"step-{stopped_at - 1:06d}.diverged").is_dir()
+
+    resumed = run_train(*args, "--lr", "1e-4", "--resume")
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log[-2000:]
+    assert f"resumed from {good}" in log
+    assert len(losses(tmp_path)) == 10 and all(np.isfinite(losses(tmp_path)))
+    assert checkpoint_weights_are_finite(tmp_path / "final")
 
 
 def test_the_cosine_schedule_warms_up_decays_to_zero_and_fixes_max_steps_on_resume(tmp_path):
