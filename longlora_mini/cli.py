@@ -108,19 +108,16 @@ def _data_qa(args) -> int:
 
 
 def _generate(args) -> int:
-    import importlib.util
-
-    import torch
     from transformers import TextStreamer
 
-    from .models import load_any
+    from .models import FourBitUnavailable, load_any
     from .qa import generate_answer, instruction
     from .sft import prompt_ids
 
-    if args.load_in_4bit and not (torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes")):
-        raise SystemExit("--load-in-4bit (QLoRA-style loading) needs a CUDA GPU and bitsandbytes "
-                         "(pip install bitsandbytes); on a CPU load the model without it")
-    model, tokenizer = load_any(args.model, quantize_4bit=args.load_in_4bit)
+    try:
+        model, tokenizer = load_any(args.model, quantize_4bit=args.load_in_4bit)
+    except FourBitUnavailable as error:
+        raise SystemExit(f"error: {error}") from None
     text = Path(args.text).read_text() if args.text else ""
     question = instruction(text, args.question) if text else args.question
     prompt = prompt_ids({"instruction": question, "output": ""}, tokenizer, args.template)

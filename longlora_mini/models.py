@@ -49,6 +49,29 @@ def load_smollm2(**kwargs):
     return model, tokenizer
 
 
+class FourBitUnavailable(RuntimeError):
+    """4-bit (QLoRA) loading asked for where bitsandbytes cannot run it."""
+
+
+def four_bit_loading(device_index: int = 0) -> dict:
+    """from_pretrained arguments for a QLoRA base: NF4 weights with double quantization and bf16 compute, through
+    bitsandbytes, on one GPU (the official QLoRA SFT's settings). A clear error where that cannot run."""
+    import torch
+
+    missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
+                                     ("the bitsandbytes package", importlib.util.find_spec("bitsandbytes") is not None))
+               if not ok]
+    if missing:
+        raise FourBitUnavailable(f"--load-in-4bit (QLoRA) needs {' and '.join(missing)}: bitsandbytes' 4-bit kernels run on "
+                           "CUDA only (pip install 'longlora-mini[gpu]' on a GPU machine); on this machine drop "
+                           "--load-in-4bit and train or load the model in full precision")
+    from transformers import BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=torch.bfloat16)
+    return {"quantization_config": quantization, "device_map": {"": device_index}, "dtype": torch.bfloat16}
+
+
 def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: str = "linear", quantize_4bit: bool = False):
     """(model, tokenizer) in eval mode for any local causal LM the commands accept.
 
@@ -63,13 +86,7 @@ def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: st
     from .merge import load_trained
     from .train import RUN_RECORD
 
-    kwargs = {}
-    if quantize_4bit:
-        import torch
-        from transformers import BitsAndBytesConfig
-
-        kwargs = {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16),
-                  "device_map": "auto"}
+    kwargs = four_bit_loading() if quantize_4bit else {}
 
     if str(spec) == "smollm2":
         if pi_length:

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .extend import apply_method, describe_trainable, load_extended, set_attention, trainable_counts
+from .models import FourBitUnavailable, four_bit_loading
 from .options import ATTENTIONS, METHODS, ROPE_SCALINGS, group_size_for
 from .files import write_then_swap
 from .pretrain import MODEL_DIR
@@ -74,12 +75,14 @@ class TrainConfig:
     batch_size: int = 1
     grad_accum: int = 8
     gradient_checkpointing: bool = False
+    load_in_4bit: bool = False  # QLoRA: the frozen base in 4-bit NF4 (bitsandbytes, GPU only), LoRA / LoRA+ on top
     mixed_precision: str = "auto"  # auto: bf16 on a GPU, none on a CPU
     save_every: int = 50
     keep_checkpoints: int = 2
     eval_windows: int = 16
     seed: int = 42
     report_to: str = "tensorboard"  # or "none"
+    rendezvous_timeout: int = 60  # seconds a rank of a multi-process launch waits to reach the others
 
     def __post_init__(self):
         if self.model == "mini":  # the name every other command accepts for the committed base model
@@ -95,6 +98,8 @@ class TrainConfig:
             (min(self.context_length, self.max_steps, self.batch_size, self.grad_accum) >= 1,
              "context_length, max_steps, batch_size and grad_accum must be at least 1"),
             (self.lr > 0 and self.save_every >= 0 and self.keep_checkpoints >= 1, "lr > 0, save_every >= 0, keep_checkpoints >= 1"),
+            (not (self.load_in_4bit and self.method == "full"),
+             "load_in_4bit (QLoRA) trains adapters on a frozen 4-bit base: use a LoRA method, not full"),
         ]
         for ok, message in checks:
             if not ok:
@@ -108,7 +113,7 @@ class TrainConfig:
 # more gently after a run diverged).
 FIXED_ON_RESUME = ("model", "data", "template", "context_length", "rope_scaling", "attention", "group_size_ratio", "method",
                    "lora_rank", "lora_alpha", "lr_scheduler", "warmup_steps", "weight_decay", "batch_size",
-                   "grad_accum", "seed")
+                   "grad_accum", "seed", "load_in_4bit")
 
 
 def read_recipe(path: str | Path) -> dict:
@@ -339,9 +344,39 @@ def check_resumable(state: dict, config: TrainConfig, num_processes: int) -> Non
 # ----------------------------------------------------------------------------------------------- the run
 
 
+class RanksCannotMeet(RuntimeError):
+    """A rank of a multi-process launch could not reach the rendezvous address."""
+
+
+def check_rendezvous(timeout: float) -> None:
+    """In a multi-process launch (WORLD_SIZE > 1), fail within `timeout` seconds, naming the address, when this rank
+    cannot open a TCP connection to the launcher's rendezvous (MASTER_ADDR:MASTER_PORT), instead of waiting in the
+    process group's own 30-minute timeout without a word."""
+    import socket
+
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or "MASTER_ADDR" not in os.environ:
+        return
+    address = (os.environ["MASTER_ADDR"], int(os.environ.get("MASTER_PORT", "29500")))
+    deadline, last_error = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(address, timeout=max(0.1, min(5.0, deadline - time.monotonic()))).close()
+            return
+        except OSError as error:
+            last_error = error
+            time.sleep(0.5)
+    raise RanksCannotMeet(
+        f"the ranks could not reach each other: rank {os.environ.get('RANK', '?')} found no rendezvous at "
+        f"{address[0]}:{address[1]} within {timeout:g} s ({last_error}). Check that the machines can reach that "
+        "address (on one machine: that the loopback interface is up), or raise --rendezvous-timeout."
+    )
+
+
 def build_accelerator(config: TrainConfig, output_dir: Path):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+
+    check_rendezvous(config.rendezvous_timeout)
 
     if not torch.distributed.is_initialized():  # a fresh state for each run in one process (notebooks, tests)
         from accelerate.state import AcceleratorState, GradientState
@@ -376,7 +411,12 @@ def prepare_model(config: TrainConfig):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    model = load_extended(config.model, config.context_length, config.rope_scaling)
+    loading = four_bit_loading(int(os.environ.get("LOCAL_RANK", 0))) if config.load_in_4bit else {}
+    model = load_extended(config.model, config.context_length, config.rope_scaling, **loading)
+    if config.load_in_4bit:  # QLoRA: norms and embeddings in fp32, inputs that carry gradients into the 4-bit layers
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     # one group size for every batch, a share of the training context: a padded (SFT) batch then groups each
     # sequence exactly as it would be grouped alone; packed rows all have the context's length anyway
     group_size = group_size_for(config.context_length, config.group_size_ratio)
@@ -581,7 +621,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     try:
         report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume)
-    except TrainingDiverged as error:
+    except (TrainingDiverged, FourBitUnavailable, RanksCannotMeet) as error:
         raise SystemExit(f"error: {error}") from None
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({k: v for k, v in report.items() if k != "trainable"}, indent=1))

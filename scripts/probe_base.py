@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=48, help="windows of 2W tokens per corpus and evaluation")
     parser.add_argument("--passkey-trials", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", help="where the model goes (default runs/probes/NAME)")
+    parser.add_argument("--save-every", type=int, default=0, help="save the resumable state every K steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the saved state (the log is appended to)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = PretrainConfig(**dict(parse_setting(s) for s in args.set))
@@ -56,7 +59,8 @@ def main() -> None:
         with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    log.write_text("")
+    if not args.resume:
+        log.write_text("")
     write({"name": args.name, "config": asdict(config), "command": "python scripts/probe_base.py " + " ".join(
         [f"--name {args.name}"] + [f"--set {s}" for s in args.set])})
 
@@ -72,8 +76,9 @@ def main() -> None:
         write(record)
         print(json.dumps(record), flush=True)
 
-    model, _ = pretrain(config, Path("runs/probes") / args.name, show_progress=False, eval_windows=8,
-                        passkey_trials=1, after_step=measure)
+    model, _ = pretrain(config, Path(args.out or Path("runs/probes") / args.name), show_progress=False,
+                        eval_windows=None if args.out else 8, passkey_trials=50 if args.out else 1,
+                        save_every=args.save_every, resume=args.resume, after_step=measure)
     tokenizer = data.load_tokenizer()
     final = {"final": True, "minutes": round((time.perf_counter() - start) / 60, 2)}
     for length in (config.seq_len - 8, 2 * config.seq_len):

@@ -71,7 +71,7 @@ def test_generate_streams_an_answer_and_refuses_what_does_not_fit(tmp_path):
     long = run_cli("generate", "--model", "mini", "--text", "long.txt", "--question", "Who?", cwd=tmp_path)
     assert long.returncode != 0 and "more than this model's context of 256" in long.stderr
     quant = run_cli("generate", "--model", "mini", "--question", "Who?", "--load-in-4bit", cwd=tmp_path)
-    assert quant.returncode != 0 and "needs a CUDA GPU and bitsandbytes" in quant.stderr
+    assert quant.returncode != 0 and "needs a CUDA GPU" in quant.stderr and "Traceback" not in quant.stderr
 
 
 def test_eval_qa_scores_the_items_that_fit(tmp_path):

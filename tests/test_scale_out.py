@@ -33,7 +33,20 @@ def single_process(tmp_path_factory):
     return read_run(out)
 
 
+def loopback_reachable() -> None:
+    """Two ranks on one machine meet on 127.0.0.1: fail at once, with the reason, when it cannot be reached (a bare
+    `unshare -n` has the loopback interface down), instead of waiting minutes in the launcher's rendezvous."""
+    import socket
+
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            socket.create_connection(server.getsockname(), timeout=5).close()
+    except OSError as error:
+        pytest.fail(f"the two ranks could not reach each other on 127.0.0.1 ({error}): bring the loopback interface up")
+
+
 def launch_two(config: str | None, out: Path) -> subprocess.CompletedProcess:
+    loopback_reachable()
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--mixed_precision", "no"]
     # --multi_gpu is what gives two gloo ranks on a CPU-only machine (`--cpu` starts one process)
     launcher += ["--config_file", str(CONFIGS / config)] if config else ["--multi_gpu"]
@@ -66,3 +79,18 @@ def test_two_processes_train_like_one(config, single_process, tmp_path):
     if config:  # a DeepSpeed checkpoint really came from DeepSpeed
         assert (tmp_path / "checkpoints" / "step-000002" / "pytorch_model").is_dir()
     assert (tmp_path / "final" / "adapter_model.safetensors").exists()
+
+
+def test_a_rank_that_cannot_reach_the_others_fails_fast_and_names_the_address(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    rank = env() | {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "longlora_mini.train", *TRAIN_ARGS, "--rendezvous-timeout", "3",
+                           "--output-dir", str(tmp_path)], env=rank, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and time.monotonic() - started < 60
+    assert f"the ranks could not reach each other: rank 1 found no rendezvous at 127.0.0.1:{port} within 3 s" in done.stderr

@@ -203,6 +203,17 @@ def test_a_diverging_run_stops_saves_nothing_broken_and_resumes_from_the_last_go
     assert checkpoint_weights_are_finite(tmp_path / "final")
 
 
+def test_qlora_training_refuses_clearly_where_bitsandbytes_cannot_run(tmp_path):
+    on_cpu = run_train("--load-in-4bit", "--max-steps", 1, "--output-dir", tmp_path / "a")
+    log = on_cpu.communicate(timeout=300)[0]
+    if torch.cuda.is_available():
+        pytest.skip("a GPU machine: the GPU check runs QLoRA steps instead")
+    assert on_cpu.returncode != 0 and "--load-in-4bit (QLoRA) needs a CUDA GPU" in log and "Traceback" not in log, log[-2000:]
+    full = run_train("--load-in-4bit", "--method", "full", "--max-steps", 1, "--output-dir", tmp_path / "b")
+    log = full.communicate(timeout=300)[0]
+    assert full.returncode != 0 and "use a LoRA method, not full" in log, log[-2000:]
+
+
 def test_the_cosine_schedule_warms_up_decays_to_zero_and_fixes_max_steps_on_resume(tmp_path):
     args = ["--context-length", 256, "--max-steps", 6, "--save-every", 3, "--grad-accum", 1, "--eval-windows", 1,
             "--lr", "1e-3", "--warmup-steps", 2, "--lr-scheduler", "cosine", "--output-dir", tmp_path]
