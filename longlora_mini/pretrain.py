@@ -55,17 +55,15 @@ class PretrainConfig:
     seq_len: int = 256
     hidden_size: int = 256
     layers: int = 6
-    heads: int = 4  # head_dim 64
+    heads: int = 8
     intermediate_size: int = 688
-    # Llama-2's theta scaled with its window, 10000 x 256 / 4096: RoPE's wavelengths, measured in windows, are
-    # Llama-2's (the slowest turns 1/13 of a circle inside the window, as Llama-2's does inside 4096 tokens)
-    rope_theta: float = 625.0
+    rope_theta: float = 10000.0
     batch_size: int = 16
-    steps: int = 2600  # in all, the copy curriculum and passkey warm-up included
+    steps: int = 2000  # in all, the copy curriculum and passkey warm-up included
     # phases of [A A] rows as (alphabet size, most steps); alphabet 0 means "A is a span of training text".
     # A phase ends early once mastered: the second copy's loss, averaged over copy_mastery_window steps,
     # under copy_mastery nats. The mixture gets the steps the curriculum leaves.
-    copy_curriculum: tuple[tuple[int, int], ...] = ((64, 1200), (128, 300), (256, 300), (512, 300), (0, 150))
+    copy_curriculum: tuple[tuple[int, int], ...] = ((64, 1200), (128, 300), (256, 300), (1024, 300), (4096, 300), (0, 150))
     copy_mastery: float = 0.3
     copy_mastery_window: int = 20
     copy_batch: int = 32

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .extend import apply_method, describe_trainable, load_extended, set_attention, trainable_counts
-from .models import FourBitUnavailable, four_bit_loading
+from .models import FourBitUnavailable, four_bit_loading, smollm2_folder
 from .options import ATTENTIONS, METHODS, ROPE_SCALINGS, group_size_for
 from .files import write_then_swap
 from .pretrain import MODEL_DIR
@@ -85,8 +85,10 @@ class TrainConfig:
     rendezvous_timeout: int = 60  # seconds a rank of a multi-process launch waits to reach the others
 
     def __post_init__(self):
-        if self.model == "mini":  # the name every other command accepts for the committed base model
+        if self.model == "mini":  # the names every other command accepts: the committed base model, SmolLM2
             self.model = str(MODEL_DIR)
+        elif self.model == "smollm2":
+            self.model = str(smollm2_folder())
         checks = [
             (self.rope_scaling in ROPE_SCALINGS, f"rope_scaling must be one of {ROPE_SCALINGS}"),
             (self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}"),

@@ -4,11 +4,16 @@
 
 1. Kernels in bf16: every S²-Attn backend that runs on this machine (sdpa, flex, flash if flash-attn is
    installed) against the dense masked reference computed in fp32 from the same bf16 inputs: the
-   largest error of the output and of the gradients of q, k and v, at 4096 and 8192 tokens.
+   largest error of the output and of the gradients of q, k and v, at 4096 and 8192 tokens, for
+   Llama-2's layout (32 heads of 128) and SmolLM2's (9 query heads on 3 key/value heads: 4 plain, 5 shifted).
 2. Training steps: a Llama of about 350M parameters (random weights, no download) at 8k, 16k and 32k
    tokens, bf16 autocast, gradient checkpointing, AdamW, LoRA+ through the project's own trainer pieces:
    tokens/s and peak memory for full attention (transformers' flash-attn 2 when installed, else SDPA)
    and for S²-Attn, as ratios measured in the same run.
+3. A padded long-context step: two rows of 32k tokens, one left-padded by an eighth, with S²-Attn: peak memory
+   against the same step unpadded (the key-padding mask is (batch, seq); nothing n x n is built).
+4. QLoRA, when bitsandbytes is importable: 3 steps of the project's trainer with --load-in-4bit (NF4 base,
+   LoRA+ on top, S²-Attn) on a random-weight Llama with the project's tokenizer and committed token files.
 
 `--device cpu --tiny` runs the same code at toy sizes (the test suite does, so the script cannot rot).
 The JSON it writes is what the README quotes, with the GPU's name.
@@ -47,14 +52,16 @@ def peak_gib(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
 
 
-def check_kernels(device: str, lengths: list[int], heads: int, head_dim: int) -> list[dict]:
-    """Each backend in bf16 against the fp32 dense reference: max abs error of output and gradients."""
+def check_kernels(device: str, lengths: list[int], layouts: list[tuple[int, int, int]]) -> list[dict]:
+    """Each backend in bf16 against the fp32 dense reference: max abs error of output and gradients, for each
+    (query heads, key/value heads, head_dim) layout."""
     backends = ["sdpa", "flex"] + (["flash"] if device == "cuda" and flash_available() else [])
     rows = []
-    for n in lengths:
+    for (heads, kv_heads, head_dim), n in ((layout, n) for layout in layouts for n in lengths):
         group = n // 4
         torch.manual_seed(0)
-        q, k, v = (torch.randn(1, heads, n, head_dim, device=device, dtype=torch.bfloat16) for _ in range(3))
+        q = torch.randn(1, heads, n, head_dim, device=device, dtype=torch.bfloat16)
+        k, v = (torch.randn(1, kv_heads, n, head_dim, device=device, dtype=torch.bfloat16) for _ in range(2))
         grad_out = torch.randn(1, heads, n, head_dim, device=device, dtype=torch.bfloat16)
 
         def run(backend, dtype):
@@ -68,12 +75,15 @@ def check_kernels(device: str, lengths: list[int], heads: int, head_dim: int) ->
             try:
                 results = run(backend, torch.bfloat16)
             except (NotImplementedError, RuntimeError) as err:  # e.g. flex backward on CPU
-                rows.append({"length": n, "backend": backend, "error": str(err).splitlines()[0][:200]})
+                rows.append({"length": n, "heads": heads, "kv_heads": kv_heads, "backend": backend,
+                             "error": str(err).splitlines()[0][:200]})
                 continue
             errors = [(a - b).abs().max().item() for a, b in zip(results, reference)]
-            rows.append({"length": n, "backend": backend, "max_abs_error": dict(zip(["out", "dq", "dk", "dv"], errors)),
+            rows.append({"length": n, "heads": heads, "kv_heads": kv_heads, "backend": backend,
+                         "max_abs_error": dict(zip(["out", "dq", "dk", "dv"], errors)),
                          "reference_scale": reference[0].abs().max().item()})
-            print(f"kernel {backend:>5} at {n:>6}: max |err| out {errors[0]:.2e}, grads {max(errors[1:]):.2e}", flush=True)
+            print(f"kernel {backend:>5} at {n:>6}, {heads}/{kv_heads} heads: max |err| out {errors[0]:.2e}, "
+                  f"grads {max(errors[1:]):.2e}", flush=True)
     return rows
 
 
@@ -134,6 +144,56 @@ def time_training(device: str, lengths: list[int], steps: int, tiny: bool) -> li
     return rows
 
 
+def padded_step(device: str, n: int, tiny: bool) -> dict:
+    """Peak memory of one S²-Attn LoRA+ step on two rows of n tokens, padded (row 1 left-padded by n/8) and not."""
+    model = apply_method(set_attention(build_model(device, tiny), "s2"), "lora+").train()
+    ids = torch.randint(0, model.config.vocab_size, (2, n), device=device)
+    mask = torch.ones_like(ids)
+    mask[1, : n // 8] = 0
+    report = {"length": n, "rows": 2}
+    for name, attention_mask in (("unpadded", None), ("padded", mask)):
+        peak_reset(device)
+        start = time.perf_counter()
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = model(input_ids=ids, attention_mask=attention_mask, labels=ids).loss
+        loss.backward()
+        sync(device)
+        model.zero_grad(set_to_none=True)
+        report[name] = {"seconds": round(time.perf_counter() - start, 3), "peak_memory_gib": peak_gib(device)}
+    if device == "cuda":
+        report["padded_over_unpadded_memory"] = round(report["padded"]["peak_memory_gib"] / report["unpadded"]["peak_memory_gib"], 3)
+    print(f"padded step at {n}: {report}", flush=True)
+    return report
+
+
+def qlora_steps(device: str, tiny: bool) -> dict:
+    """Three steps of the trainer with --load-in-4bit on a random Llama saved with the project's tokenizer."""
+    import importlib.util
+    import tempfile
+
+    if device != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
+        return {"skipped": "needs CUDA and bitsandbytes"}
+    from longlora_mini import data
+    from longlora_mini.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = build_model("cpu", tiny)
+        model.resize_token_embeddings(len(data.load_tokenizer()))
+        model.save_pretrained(folder)
+        data.load_tokenizer().save_pretrained(folder)
+        config = TrainConfig(model=folder, data="books", context_length=8192, load_in_4bit=True, method="lora+",
+                             attention="s2", max_steps=3, batch_size=1, grad_accum=1, save_every=0, eval_windows=1,
+                             warmup_steps=1, lr=2e-4, report_to="none", output_dir=str(Path(folder) / "run"))
+        peak_reset(device)
+        start = time.perf_counter()
+        report = train(config, show_progress=False)
+        losses = [json.loads(line)["loss"] for line in (Path(folder) / "run" / "metrics.jsonl").read_text().splitlines()]
+    result = {"steps": 3, "context_length": 8192, "losses": losses, "seconds": round(time.perf_counter() - start, 1),
+              "peak_memory_gib": peak_gib(device), "trainable": report["trainable"]["trainable"]}
+    print(f"qlora: {result}", flush=True)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -141,14 +201,20 @@ def main() -> int:
     parser.add_argument("--out", default="data/results/gpu_check.json")
     args = parser.parse_args()
     tiny = args.tiny
+    import transformers
+
     machine = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
-               "torch": torch.__version__, "flash_attn": flash_available(), "tiny": tiny}
+               "torch": torch.__version__, "transformers": transformers.__version__, "flash_attn": flash_available(),
+               "tiny": tiny}
     print(machine, flush=True)
     started = time.perf_counter()
     report = {
         "machine": machine,
-        "kernels_bf16": check_kernels(args.device, [256, 512] if tiny else [4096, 8192], 4 if tiny else 32, 16 if tiny else 128),
+        "kernels_bf16": check_kernels(args.device, [256, 512] if tiny else [4096, 8192],
+                                      [(4, 4, 16), (9, 3, 16)] if tiny else [(32, 32, 128), (9, 3, 64)]),
         "training": time_training(args.device, [256, 512] if tiny else [8192, 16384, 32768], 1 if tiny else 3, tiny),
+        "padded_step": padded_step(args.device, 512 if tiny else 32768, tiny),
+        "qlora": qlora_steps(args.device, tiny),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -18,3 +18,5 @@ def test_gpu_check_runs_at_toy_sizes(tmp_path):
     trained = {(r["length"], r["attention"]) for r in report["training"] if "tokens_per_s" in r}
     assert trained == {(256, "full"), (256, "s2"), (512, "full"), (512, "s2")}
     assert all("speedup_vs_full" in r for r in report["training"])
+    assert {(r["heads"], r["kv_heads"]) for r in sdpa} == {(4, 4), (9, 3)}  # odd head counts with GQA too
+    assert report["padded_step"]["padded"]["seconds"] > 0 and "skipped" in report["qlora"]
