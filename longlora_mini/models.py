@@ -66,7 +66,13 @@ def smollm2_folder() -> Path:
     cache = Path(os.environ.get("LONGLORA_MINI_CACHE", Path.home() / ".cache" / "longlora-mini"))
     folder = cache / "smollm2-135m-instruct"
     if not (folder / "config.json").exists():
-        model, tokenizer = load_smollm2()
+        from transformers import AutoModelForCausalLM
+
+        gguf_model, tokenizer = load_smollm2()
+        config = gguf_model.config
+        vars(config).pop("quantization_config", None)  # dequantised already: a plain model from here on
+        model = AutoModelForCausalLM.from_config(config)  # (transformers will not save a model loaded from GGUF)
+        model.load_state_dict(gguf_model.state_dict())
 
         def write(tmp: Path) -> None:
             model.save_pretrained(str(tmp))

@@ -37,6 +37,14 @@ class PasskeySample:
     depth: float  # the requested depth (share of the filler before the key)
 
 
+def shortest_prompt(tokenizer) -> int:
+    """The fewest tokens a passkey prompt can have with this tokenizer: the fixed lines and one filler sentence set."""
+    def count(text):
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count(INSTRUCTION) + count(key_line(KEY_RANGE[1] - 1)) + count(QUESTION) + count(FILLER)
+
+
 def make_passkey_sample(tokenizer, length: int, depth: float, key: int) -> PasskeySample:
     """A prompt of about `length` tokens (prompt only) with the key line after `depth` of the filler."""
     if not 0.0 <= depth <= 1.0:

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .files import write_then_swap
-from .passkey import random_passkey_sample
+from .passkey import random_passkey_sample, shortest_prompt
 
 MODEL_DIR = data.DATA_DIR / "mini-llama-256"
 
@@ -110,6 +110,7 @@ class MixedRows:
         self.stream = np.concatenate(streams)
         specials = set(tokenizer.all_special_ids)
         self.symbols = [t for t in range(len(tokenizer)) if t not in specials]
+        self.shortest_passkey = max(120, shortest_prompt(tokenizer))  # 120 with the 4096-token vocabulary
         random.Random(config.seed).shuffle(self.symbols)  # alphabet k: the first k of them, so each holds the last
 
     def natural(self) -> list[int]:
@@ -140,7 +141,7 @@ class MixedRows:
         """Natural text ending in EOS, a passkey prompt of 120 to row_len - 8 tokens with its answer and EOS,
         natural text again; the prompt starts anywhere, so no position of the window is special."""
         row_len, eos = row_len or self.config.seq_len, self.tokenizer.eos_token_id
-        sample = random_passkey_sample(self.tokenizer, self.rng.randint(120, row_len - 8), self.rng)
+        sample = random_passkey_sample(self.tokenizer, self.rng.randint(self.shortest_passkey, row_len - 8), self.rng)
         body = sample.input_ids + sample.answer_ids + [eos]
         lead = self.rng.randint(0, row_len - len(body))
         prefix = self.natural()[: lead - 1] + [eos] if lead else []
