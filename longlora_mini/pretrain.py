@@ -304,9 +304,9 @@ def save_state(path: Path, step: int, config: PretrainConfig, model, optimizer, 
 def load_state(path: Path, config: PretrainConfig, model, optimizer, rows: MixedRows, phases: Phases) -> tuple[int, list[dict]]:
     """Restore a run saved by `save_state`; returns (steps done, metrics). Other settings than the saved ones are refused."""
     state = torch.load(path / "state.pt", weights_only=False)
-    saved = json.loads(json.dumps(state["config"]))  # tuples -> lists, as asdict(config) compares below
-    if saved != json.loads(json.dumps(asdict(config))):
-        changed = sorted(k for k in saved if saved[k] != json.loads(json.dumps(asdict(config)))[k])
+    saved, asked = (json.loads(json.dumps(c)) for c in (state["config"], asdict(config)))  # tuples -> lists
+    if saved != asked:
+        changed = sorted(k for k in saved if saved[k] != asked.get(k))
         raise ValueError(f"cannot resume {path}: its settings differ in {changed}; rerun with the saved settings "
                          f"or delete {path} to start again")
     model.load_state_dict(state["model"])
