@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from .attention import flash_available, full_causal_attention, s2_attention, s2_attention_roll_leaky
+from .progress import progress_bar
 
 DENSE_MAX_BYTES = 4 * 2**30  # the masked reference materialises (b, h, n, n) scores: skip it above this
 
@@ -153,7 +153,7 @@ def bench_attention(
     """Median forward+backward seconds and peak memory per variant; ratios against full attention."""
     device = torch.device(device)
     report = Report(describe_machine(device), str(device), str(dtype).removeprefix("torch."), heads, head_dim, repeats)
-    progress = tqdm(total=len(lengths), desc="attention benchmark", unit="length", disable=not show_progress)
+    progress = progress_bar(total=len(lengths), desc="attention benchmark", unit="length", show=show_progress)
     for n in lengths:
         torch.manual_seed(0)
         q, k, v = (torch.randn(1, heads, n, head_dim, device=device, dtype=dtype, requires_grad=True) for _ in range(3))

@@ -263,7 +263,7 @@ def _demo(args) -> int:
     if (out / "demo.json").exists() and not args.again:
         raise SystemExit(f"{out} already holds a demo: pass --again to measure it again (training is reused), "
                          "or --out another folder")
-    result = demo(out, factor=args.factor)
+    result = demo(out, factor=args.factor, seed=args.seed)
     print(format_demo(result))
     print("wrote " + " and ".join(result.figures))
     return 0
@@ -405,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd = commands.add_parser("demo", help="extend the mini model 4x with S²-Attn + LoRA+ and compare before/after")
     demo_cmd.add_argument("--out", default="runs/demo", help="where the run and the figures go (default runs/demo)")
     demo_cmd.add_argument("--factor", type=int, default=4, choices=[2, 4, 8], help="context growth (default 4: 256 -> 1024)")
+    demo_cmd.add_argument("--seed", type=int, default=0, help="the training run's seed (default 0; the README's table has 0 and 1)")
     demo_cmd.add_argument("--again", action="store_true", help="measure again into an existing --out")
     demo_cmd.add_argument("--smoke", action="store_true", help="tiny sizes (the same as LONGLORA_MINI_SMOKE=1)")
     demo_cmd.set_defaults(run=_demo)

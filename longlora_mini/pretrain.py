@@ -41,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import data
 from .files import write_then_swap
 from .passkey import random_passkey_sample, shortest_prompt
+from .progress import progress_bar
 
 MODEL_DIR = data.DATA_DIR / "mini-llama-256"
 
@@ -354,8 +354,8 @@ def pretrain(
         raise FileExistsError(f"{saved} holds an unfinished pretraining run: pass resume=True (--resume) to continue "
                               "it, or delete it to start again")
     model.train()
-    bar = tqdm(range(start_step, config.steps), desc="pretraining", disable=not show_progress, initial=start_step,
-               total=config.steps)
+    bar = progress_bar(range(start_step, config.steps), desc="pretraining", show=show_progress, initial=start_step,
+                       total=config.steps)
     for step in bar:
         lr = learning_rate(step, config, phases.mixture_start)
         for group in optimizer.param_groups:

@@ -165,8 +165,10 @@ def generate_answer(model, tokenizer, prompt: list[int], max_new_tokens: int, **
     (a streamer, return_dict_in_generate, ...); returns its output."""
     import torch
 
+    from .passkey import generating_past_the_window
+
     input_ids = torch.tensor([prompt], device=next(model.parameters()).device)  # (1, n)
-    with torch.no_grad():
+    with torch.no_grad(), generating_past_the_window():
         return model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
                               min_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id, **kwargs)
 

@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import data
 from .pretrain import MODEL_DIR
+from .progress import progress_bar
 from .smoke import pick
 
 RESULTS_DIR = data.DATA_DIR / "results" / "reproduce"
@@ -201,7 +201,7 @@ def training_step_cost(size: GridSize) -> list[dict]:
 
     rows = []
     device = torch.device("cpu")
-    for n in tqdm(size.cost_lengths, desc="training-step cost", unit="length"):
+    for n in progress_bar(size.cost_lengths, desc="training-step cost", unit="length"):
         model = apply_method(load_extended(MODEL_DIR, n), "lora+")
         model.train()
         torch.manual_seed(0)
@@ -264,7 +264,7 @@ def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_re
     started = time.time()
     trained = {}
     jobs = [(cell, seed) for cell in cells(size) for seed in size.seeds]
-    for cell, seed in tqdm(jobs, desc="reproduce: training runs", unit="run"):
+    for cell, seed in progress_bar(jobs, desc="reproduce: training runs", unit="run"):
         trained.setdefault(cell.name, []).append(measure_trained(train_cell(cell, seed, out, size, show_progress=False), cell, size))
 
     def final(length: int, seed: int) -> str:  # the S²-Attn LoRA+ model extended to `length`
@@ -456,9 +456,10 @@ class DemoResult:
     figures: list[str] = field(default_factory=list)
 
 
-def demo(out: Path = Path("runs/demo"), *, factor: int = 4) -> DemoResult:
-    """Extend the mini model's context `factor`x with S²-Attn + LoRA+ on this machine, then compare
-    perplexity against evaluation length and passkey accuracy before and after."""
+def demo(out: Path = Path("runs/demo"), *, factor: int = 4, seed: int = 0) -> DemoResult:
+    """Extend the mini model's context `factor`x with S²-Attn + LoRA+ on this machine (training seed `seed`), then
+    compare perplexity against evaluation length and passkey accuracy before and after (the same text and keys for
+    every seed)."""
     from .models import load_any
     from .plotting import figure, length_axis, save
 
@@ -467,10 +468,10 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4) -> DemoResult:
     size = GridSize(target=target, steps=pick(220, 2), rows_per_step=pick(4, 2), eval_tokens=pick(16384, 2048),
                     passkey_trials=pick(4, 1), passkey_depths=pick((0.0, 0.5, 1.0), (0.5,)))
     lengths = [256 * 2**i for i in range(int(math.log2(factor)) + 2)]  # 256 ... 2 x target
-    final = train_cell(Cell(f"s2-lora+-{target}", target), 0, out, size)
+    final = train_cell(Cell(f"s2-lora+-{target}", target), seed, out, size)
     result = DemoResult(lengths)
     models = {"before (base model)": load_any(str(MODEL_DIR)), f"after (extended to {target})": load_any(str(final))}
-    for label, (model, tokenizer) in tqdm(models.items(), desc="demo: measuring", unit="model"):
+    for label, (model, tokenizer) in progress_bar(models.items(), desc="demo: measuring", unit="model"):
         result.perplexity[label] = [_perplexity(model, "books", n, size) for n in lengths]
         grid = passkey_table(model, tokenizer, size, lengths)
         result.passkey[label] = [statistics.fmean(row) for row in grid["accuracy"]]
@@ -487,7 +488,7 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4) -> DemoResult:
     key_ax.set_ylim(-0.05, 1.05)
     save(fig, out / "demo.png")
     record = asdict(result) | {"figures": [str(out / "demo.png")], "machine": _machine(), "steps": size.steps,
-                               "rows_per_step": size.rows_per_step}
+                               "rows_per_step": size.rows_per_step, "seed": seed}
     (out / "demo.json").write_text(json.dumps(record, indent=1) + "\n")
     result.figures = [str(out / "demo.png"), str(out / "demo.json")]
     return result

@@ -36,14 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import data
 from .extend import apply_method, describe_trainable, load_extended, set_attention, trainable_counts
+from .files import shown_path, write_then_swap
 from .models import FourBitUnavailable, four_bit_loading, smollm2_folder
 from .options import ATTENTIONS, METHODS, ROPE_SCALINGS, group_size_for
-from .files import write_then_swap
 from .pretrain import MODEL_DIR
+from .progress import progress_bar
 from .sft import IGNORE_INDEX, TEMPLATES, collate, labelled_tokens
 
 RUN_RECORD = "longlora.json"
@@ -182,7 +182,7 @@ def training_rows(config: TrainConfig, tokenizer, per_step: int):
 
         sft = prepare(load_items(config.data), tokenizer, config.template, config.context_length)
         return (lambda step: [sft.examples[i] for i in step_rows(step, per_step, len(sft.examples), config.seed)],
-                f"supervised items from {config.data}: {sft.report()}")
+                f"supervised items from {shown_path(config.data)}: {sft.report()}")
     rows = packed_rows(data.corpus_tokens(config.data, "train", tokenizer), config.context_length)
     return (lambda step: [(row, row) for row in rows[step_rows(step, per_step, len(rows), config.seed)]],
             f"{len(rows):,} packed training rows")
@@ -375,6 +375,8 @@ def check_rendezvous(timeout: float) -> None:
 
 
 def build_accelerator(config: TrainConfig, output_dir: Path):
+    if not torch.cuda.is_available():  # say so to DeepSpeed (accelerate imports it), which else warns it found no GPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
@@ -503,8 +505,8 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         log(f"validation loss at {config.context_length} before training: {report['val_loss_before']:.4f}")
 
     model.train()
-    bar = tqdm(range(start_step, config.max_steps), desc=f"training at {config.context_length}",
-               disable=not (show_progress and accelerator.is_local_main_process), initial=start_step, total=config.max_steps)
+    bar = progress_bar(range(start_step, config.max_steps), desc=f"training at {config.context_length}",
+                       show=show_progress and accelerator.is_local_main_process, initial=start_step, total=config.max_steps)
     for step in bar:
         started = time.perf_counter()
         examples = rows_for_step(step)  # per_step (input_ids, labels) pairs, the same on every process

@@ -70,8 +70,10 @@ def main() -> None:
         if step % args.eval_every and step != config.steps:
             return
         record = {"step": step, "minutes": round((time.perf_counter() - start) / 60, 2), "params": params}
+        sink = data.load_tokenizer().bos_token_id if config.bos_at_row_start else None  # scored as it was trained
         for corpus in data.CORPORA:
-            record[corpus] = window_cliff(model, data.load_tokens(corpus, "val"), config.seq_len, args.eval_windows)
+            record[corpus] = window_cliff(model, data.load_tokens(corpus, "val"), config.seq_len, args.eval_windows,
+                                          first_token=sink)
         model.train()
         write(record)
         print(json.dumps(record), flush=True)

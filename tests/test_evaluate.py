@@ -123,6 +123,8 @@ def test_eval_commands_run_on_the_committed_model_at_smoke_sizes(tmp_path):
     assert key.returncode == 0, key.stderr[-2000:]
     grid = json.loads((tmp_path / "pk.json").read_text())["mini"]
     assert grid["lengths"] == [256, 512] and len(grid["accuracy"][0]) == 2
+    # decoding at 512 > max_position_embeddings is the point of the test: no reminder of it, no warning
+    assert "predefined maximum length" not in key.stderr and "Warning" not in key.stderr, key.stderr[-2000:]
     bad = run_cli("eval", "ppl", "--model", "mini", "--lengths", "999999", cwd=tmp_path)
     assert bad.returncode != 0 and "use shorter --lengths" in bad.stderr
 

@@ -1,5 +1,6 @@
 """Every exercise check passes on its reference solution and fails, saying what is wrong, on typical wrong answers."""
 
+import math
 import sys
 from pathlib import Path
 
@@ -159,3 +160,87 @@ def test_launch_choice():
     seven_b_at_8k = lambda strategy: exercises.check_launch_choice(strategy, model="llama2-7b", context_length=8192)  # noqa: E731
     fails_with(seven_b_at_8k, "zero2", "ddp fits too")  # LoRA+ of 7B at 8k needs no sharding at all
     assert seven_b_at_8k("ddp")
+
+
+def test_a_blank_answer_is_not_answered_yet_and_the_cell_runs(capsys):
+    def blank(q, k, v):
+        ...
+
+    assert exercises.check_causal_attention(blank) is None
+    assert exercises.check_trainable_share(...) is None
+    assert capsys.readouterr().out.count("not answered yet") == 2
+
+
+def test_embedding_share_and_slowest_rotation():
+    assert exercises.check_embedding_share(solutions.solve_embedding_share())
+    share = solutions.solve_embedding_share()
+    fails_with(exercises.check_embedding_share, share / 100, "in percent")
+    fails_with(exercises.check_embedding_share, 50.0, "vocab x width")
+    assert exercises.check_slowest_rotation(solutions.solve_slowest_rotation)
+    fails_with(exercises.check_slowest_rotation, lambda d, theta, n: n / theta, "not 1/theta")
+    fails_with(exercises.check_slowest_rotation, lambda d, theta, n: n * theta ** (-(d - 2) / d) * 57.29577951308232,
+               "degrees")
+
+
+def test_unseen_channels():
+    assert exercises.check_unseen_channels(solutions.solve_unseen_channels)
+    fails_with(exercises.check_unseen_channels, lambda d, t, w: d // 2 - solutions.solve_unseen_channels(d, t, w), "DO turn")
+    fails_with(exercises.check_unseen_channels, lambda d, t, w: 2 * solutions.solve_unseen_channels(d, t, w), "count pairs")
+
+
+def test_rope_scaling_and_group_size():
+    assert exercises.check_rope_scaling(solutions.solve_rope_scaling)
+
+    def inverted(trained, target):
+        return {"rope_scaling": {"rope_type": "linear", "factor": trained / target}, "max_position_embeddings": target}
+
+    def old_length(trained, target):
+        return solutions.solve_rope_scaling(trained, target) | {"max_position_embeddings": trained}
+
+    fails_with(exercises.check_rope_scaling, inverted, "target / trained")
+    fails_with(exercises.check_rope_scaling, old_length, "max_position_embeddings must become")
+    assert exercises.check_group_size(solutions.solve_group_size)
+    fails_with(exercises.check_group_size, lambda n: n // 4, "not down")
+    fails_with(exercises.check_group_size, lambda n: round(n / 4), "at least 2")
+
+
+def test_perplexity_and_strided_windows():
+    assert exercises.check_perplexity(solutions.solve_perplexity)
+    fails_with(exercises.check_perplexity, lambda s, c: math.exp(sum(a / b for a, b in zip(s, c)) / len(s)), "official")
+    assert exercises.check_strided_windows(solutions.solve_strided_windows)
+
+    def overlapping(num_tokens, length, stride):  # forgets which tokens an earlier window scored
+        return [(max(0, e - length), e, max(1, e - length + 1)) for e in range(length, num_tokens + stride, stride)
+                if e - stride < num_tokens]
+
+    def from_zero(num_tokens, length, stride):
+        return [(0, length, 0)] + solutions.solve_strided_windows(num_tokens, length, stride)[1:]
+
+    fails_with(exercises.check_strided_windows, overlapping, "scored twice")
+    fails_with(exercises.check_strided_windows, from_zero, "token 0 is scored")
+
+
+def test_sign_test_and_checkpointed_activations():
+    assert exercises.check_sign_test(solutions.solve_sign_test)
+    fails_with(exercises.check_sign_test, lambda g, l: min(1.0, 2 * solutions.solve_sign_test(g, l)), "two-sided")
+    fails_with(exercises.check_sign_test,
+               lambda g, l: sum(math.comb(g + l, k) for k in range(g + 1, g + l + 1)) / 2 ** (g + l), "starts AT")
+    assert exercises.check_checkpointed_activations(solutions.solve_checkpointed_activations)
+    fails_with(exercises.check_checkpointed_activations, lambda L, b, n, d: 4 * L * b * n * d, "bf16")
+    fails_with(exercises.check_checkpointed_activations, lambda L, b, n, d: 2 * b * n * d, "number of layers")
+
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_has_checked_exercises_with_reference_solutions(path):
+    import json
+    import re
+
+    code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    checks = re.findall(r"exercises\.(check_\w+)\(", code)
+    assert len(checks) >= 2, f"{path.name} has {len(checks)} self-checking exercises"
+    for check in checks:
+        assert callable(getattr(exercises, check)), check
+        assert hasattr(solutions, check.replace("check_", "solve_", 1)), f"no reference solution for {check}"

@@ -96,3 +96,71 @@ def solve_sft_labels(prompt_ids, answer_ids, eos_id):
 def solve_launch_choice():
     """Llama-2 70B at 32k on 8 x 80 GB: only ZeRO-3 with CPU offload fits (the paper's setup for 70B)."""
     return "zero3_offload"
+
+
+# notebook 00 -------------------------------------------------------------------------------------------------------
+
+def solve_embedding_share():
+    """The committed mini model's input embedding, in percent of all its weights."""
+    from longlora_mini.models import load_mini_model
+
+    model, _ = load_mini_model()
+    embedding = model.get_input_embeddings().weight.numel()
+    return 100 * embedding / sum(p.numel() for p in model.parameters())
+
+
+def solve_slowest_rotation(head_dim, theta, length):
+    """The slowest pair, i = head_dim/2 - 1, turns theta^(-(head_dim - 2)/head_dim) radians per position."""
+    return length * theta ** (-(head_dim - 2) / head_dim)
+
+
+# notebook 03 (second) ----------------------------------------------------------------------------------------------
+
+def solve_unseen_channels(head_dim, theta, window):
+    """Pairs whose angle inside the window stays below one full turn."""
+    return sum(window * theta ** (-2 * i / head_dim) < 2 * math.pi for i in range(head_dim // 2))
+
+
+# notebook 05 -------------------------------------------------------------------------------------------------------
+
+def solve_rope_scaling(trained_length, target_length):
+    """Linear position interpolation: positions divided by ceil(target / trained); the config says the new length."""
+    return {"rope_scaling": {"rope_type": "linear", "factor": math.ceil(target_length / trained_length)},
+            "max_position_embeddings": target_length}
+
+
+def solve_group_size(context_length):
+    """A quarter of the context, rounded, at least 2 tokens."""
+    return max(2, round(context_length / 4))
+
+
+# notebook 06 -------------------------------------------------------------------------------------------------------
+
+def solve_perplexity(nll_sums, counts):
+    """exp(mean NLL per scored token): every token weighs the same."""
+    return math.exp(sum(nll_sums) / sum(counts))
+
+
+def solve_strided_windows(num_tokens, length, stride):
+    """Each window ends `stride` tokens after the last scored one (one token of a full window stays context)."""
+    step, windows, scored_until = min(stride, length - 1), [], 1
+    while scored_until < num_tokens:
+        end = min(max(scored_until + step, length), num_tokens)
+        windows.append((max(0, end - length), end, scored_until))
+        scored_until = end
+    return windows
+
+
+# notebook 07 (second) ----------------------------------------------------------------------------------------------
+
+def solve_sign_test(gained, lost):
+    """P(at least `gained` of the changed items go the fine-tuned model's way | each way with chance 1/2)."""
+    changed = gained + lost
+    return sum(math.comb(changed, k) for k in range(gained, changed + 1)) / 2**changed
+
+
+# notebook 08 (second) ----------------------------------------------------------------------------------------------
+
+def solve_checkpointed_activations(layers, batch, n, hidden):
+    """One bf16 (batch, n, hidden) layer input per layer."""
+    return 2 * layers * batch * n * hidden

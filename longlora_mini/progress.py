@@ -1,0 +1,21 @@
+"""The library's one progress-bar switch: tqdm's bars on a terminal, none once `quiet_progress()` ran (notebooks
+call it first, so that their stored outputs hold no progress widget frozen mid-run; nbconvert stores a widget's first
+frame, "Loading weights: 0%", and never its end)."""
+
+from tqdm.auto import tqdm
+
+_shown = True
+
+
+def quiet_progress() -> None:
+    """Turn off every progress bar: the library's and transformers' (weight loading, shard writing)."""
+    global _shown
+    from transformers.utils import logging as hf_logging
+
+    _shown = False
+    hf_logging.disable_progress_bar()
+
+
+def progress_bar(iterable=None, *, show: bool = True, **kwargs):
+    """tqdm(iterable, **kwargs), shown only if `show` and `quiet_progress()` has not run."""
+    return tqdm(iterable, disable=not (show and _shown), **kwargs)
