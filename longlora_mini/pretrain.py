@@ -44,10 +44,11 @@ import torch
 
 from . import data
 from .files import write_then_swap
-from .passkey import random_passkey_sample, shortest_prompt
+from .passkey import INSTRUCTION, QUESTION, PasskeySample, key_line, random_passkey_sample, shortest_prompt
 from .progress import progress_bar
 
 MODEL_DIR = data.DATA_DIR / "mini-llama-256"
+PASSKEY_HAYSTACKS = ("filler", "natural")
 
 
 @dataclass
@@ -78,8 +79,15 @@ class PretrainConfig:
     repeat_share: float = 0.15
     random_copy_share: float = 0.05
     passkey_share: float = 0.15
+    # "filler": passkey rows as the evaluation's prompt (five sentences repeated around the key); "natural": the
+    # same instruction, key line and question, the filler replaced by training text (a haystack nothing copies)
+    passkey_haystack: str = "filler"
     bos_at_row_start: bool = False  # every mixture row starts with BOS: a fixed first token, as a sink
     seed: int = 0
+
+    def __post_init__(self):
+        if self.passkey_haystack not in PASSKEY_HAYSTACKS:
+            raise ValueError(f"passkey_haystack must be one of {PASSKEY_HAYSTACKS}, got {self.passkey_haystack!r}")
 
 
 def build_model(config: PretrainConfig, vocab_size: int):
@@ -142,10 +150,24 @@ class MixedRows:
         natural text again; the prompt starts anywhere, so no position of the window is special."""
         row_len, eos = row_len or self.config.seq_len, self.tokenizer.eos_token_id
         sample = random_passkey_sample(self.tokenizer, self.rng.randint(self.shortest_passkey, row_len - 8), self.rng)
+        if self.config.passkey_haystack == "natural":
+            sample = self.in_natural_haystack(sample)
         body = sample.input_ids + sample.answer_ids + [eos]
         lead = self.rng.randint(0, row_len - len(body))
         prefix = self.natural()[: lead - 1] + [eos] if lead else []
         return (prefix + body + self.natural())[:row_len]
+
+    def in_natural_haystack(self, sample: PasskeySample) -> PasskeySample:
+        """The same prompt (length, instruction, key line at the same place, question) with every filler token
+        replaced by a stretch of training text."""
+        ids, encode = list(sample.input_ids), lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        head, line, tail = len(encode(INSTRUCTION)), len(encode(key_line(sample.key))), len(encode(QUESTION))
+        text = self.natural()  # seq_len tokens: enough for any prompt of a row
+        before = sample.key_start - head
+        after = len(ids) - tail - sample.key_start - line
+        ids[head : sample.key_start] = text[:before]
+        ids[sample.key_start + line : len(ids) - tail] = text[before : before + after]
+        return PasskeySample(ids, sample.answer_ids, sample.key, sample.key_start, sample.depth)
 
     def copy_row(self, alphabet: int) -> list[int]:
         """[A A]: A is 8-48 distinct symbols of the first `alphabet` ones (0: a span of training text)."""

@@ -50,7 +50,14 @@ def test_every_notebook_is_checked():
     assert len(NOTEBOOKS) == 9, [p.name for p in NOTEBOOKS]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# Notebooks whose stored outputs are still those of an earlier run (progress widgets, warnings): they are rerun on the
+# new base model of the faithful-miniature issue. Strict: once one is rerun clean, its entry must go.
+AWAITING_THE_NEW_BASE = {"05_extending_the_mini_model", "06_evaluation", "07_supervised_finetuning"}
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="stored outputs of the old base's run; rerun on the new base"))
+    if p.stem in AWAITING_THE_NEW_BASE else p for p in NOTEBOOKS], ids=lambda p: p.stem)
 def test_stored_outputs_read_like_a_textbook(path):
     assert problems(path) == []
 
@@ -68,3 +75,21 @@ def test_the_check_finds_what_it_looks_for(tmp_path):
     found = "\n".join(problems(path))
     for what in ("a warning", "an absolute path", "frozen mid-progress", "not part of one top-to-bottom run", "an error"):
         assert what in found, found
+
+
+def stored_figures(path: Path) -> int:
+    cells = json.loads(path.read_text())["cells"]
+    return sum("image/png" in o.get("data", {}) for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []))
+
+
+# the figures a reader would rather look at than read (the course issue): at least this many stored per notebook
+FIGURES = {"00_the_mini_world": 3, "02_shifted_sparse_attention": 3, "03_position_interpolation": 3,
+           "04_lora_plus": 3, "05_extending_the_mini_model": 2, "06_evaluation": 3, "07_supervised_finetuning": 2}
+
+
+@pytest.mark.parametrize("stem", [
+    pytest.param(stem, marks=pytest.mark.xfail(strict=True, reason="its new figures are stored once it is rerun on the new base"))
+    if stem == "07_supervised_finetuning" else stem for stem in sorted(FIGURES)], ids=str)
+def test_notebooks_store_their_figures(stem):
+    path = next(p for p in NOTEBOOKS if p.stem == stem)
+    assert stored_figures(path) >= FIGURES[stem], f"{path.name} stores {stored_figures(path)} figures"

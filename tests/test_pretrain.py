@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from longlora_mini import data
-from longlora_mini.passkey import QUESTION
+from longlora_mini.passkey import FILLER, QUESTION, key_line, random_passkey_sample
 from longlora_mini.pretrain import MixedRows, PretrainConfig, Phases, learning_rate, pretrain
 
 
@@ -45,6 +45,26 @@ def test_passkey_rows_hold_a_whole_prompt_and_its_answer(rows):
         assert row[q + len(question) : q + len(question) + len(answer)] == answer
         starts.add(find(row, tokenizer("There is an important", add_special_tokens=False)["input_ids"])[0])
     assert len(starts) > 5, "prompts start at many positions of the row"
+
+
+def test_natural_haystack_passkey_rows_keep_the_prompt_and_replace_only_the_filler():
+    tokenizer = data.load_tokenizer()
+    natural = MixedRows(PretrainConfig(passkey_haystack="natural"), tokenizer, random.Random(0))
+    filler = tokenizer(FILLER, add_special_tokens=False)["input_ids"]
+    for _ in range(10):
+        sample = random_passkey_sample(tokenizer, natural.rng.randint(natural.shortest_passkey, 248), natural.rng)
+        hay = natural.in_natural_haystack(sample)
+        line = tokenizer(key_line(sample.key), add_special_tokens=False)["input_ids"]
+        assert len(hay.input_ids) == len(sample.input_ids) and hay.answer_ids == sample.answer_ids
+        assert hay.input_ids[hay.key_start : hay.key_start + len(line)] == line  # the key line where it was
+        assert hay.input_ids[-len(find_tail(tokenizer)):] == find_tail(tokenizer)  # the question last
+        assert not find(hay.input_ids, filler), "no sentence of the official filler is left"
+    with pytest.raises(ValueError, match="passkey_haystack must be one of"):
+        PretrainConfig(passkey_haystack="haystack")
+
+
+def find_tail(tokenizer):
+    return tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
 
 
 def test_copy_rows_repeat_distinct_symbols_of_the_alphabet_and_mask_the_padding(rows):
