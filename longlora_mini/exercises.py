@@ -11,6 +11,7 @@ and to fail, with its explanation, on the typical wrong answers (tests/test_exer
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -33,7 +34,6 @@ def not_answered(answer) -> bool:
 def exercise(check):
     """A check that tells a blank answer apart from a wrong one: on a blank it prints what to do and returns None,
     so that a notebook handed out unanswered still runs top to bottom."""
-    import functools
 
     @functools.wraps(check)
     def run(answer, *args, **kwargs):
