@@ -86,9 +86,12 @@ def window_cliff(model, tokens: np.ndarray, window: int, max_windows: int | None
     return {"inside": round(inside, 4), "past": round(past, 4), "gap": round(past - inside, 4)}
 
 
+CLIFF_WINDOWS = 96  # windows of 2W tokens per corpus in the base model's report (~49k scored tokens at W = 256)
+
+
 def evaluate_base_model(model, tokenizer, seq_len: int = 256, *, windows: int | None = None, passkey_trials: int = 50) -> dict:
-    """The base model's report: validation perplexity at seq_len, per-position loss, the copy check, passkey inside
-    its window and at 2x and 4x its length."""
+    """The base model's report: validation perplexity at seq_len, per-position loss, the copy check, the cliff past
+    its window, passkey inside its window and at 2x and 4x its length."""
     report = {"seq_len": seq_len, "windows": windows or "all", "corpora": {}}
     for corpus in data.CORPORA:
         losses = per_position_loss(model, data.load_tokens(corpus, "val"), seq_len, windows)
@@ -96,6 +99,7 @@ def evaluate_base_model(model, tokenizer, seq_len: int = 256, *, windows: int | 
             "val_perplexity": round(math.exp(losses.mean().item()), 3),
             "loss_by_position": bucket_means(losses),
             "repeated_span": repeated_span_loss(model, data.load_tokens(corpus, "val")),
+            "cliff": window_cliff(model, data.load_tokens(corpus, "val"), seq_len, min(windows or CLIFF_WINDOWS, CLIFF_WINDOWS)),
         }
     prompt_len = seq_len - 8  # the answer's tokens must fit inside the window too
     report["passkey_in_window"] = {

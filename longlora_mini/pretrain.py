@@ -119,6 +119,9 @@ class MixedRows:
         specials = set(tokenizer.all_special_ids)
         self.symbols = [t for t in range(len(tokenizer)) if t not in specials]
         self.shortest_passkey = max(120, shortest_prompt(tokenizer))  # 120 with the 4096-token vocabulary
+        if config.passkey_warmup_steps and config.passkey_warmup_len < self.shortest_passkey:
+            raise ValueError(f"passkey_warmup_len {config.passkey_warmup_len} is shorter than the shortest passkey prompt "
+                             f"this tokenizer allows ({self.shortest_passkey} tokens): raise it to at least that")
         random.Random(config.seed).shuffle(self.symbols)  # alphabet k: the first k of them, so each holds the last
 
     def natural(self) -> list[int]:

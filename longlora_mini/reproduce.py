@@ -453,6 +453,8 @@ class DemoResult:
     lengths: list[int]
     perplexity: dict[str, list[float]] = field(default_factory=dict)  # label -> books test perplexity per length
     passkey: dict[str, list[float]] = field(default_factory=dict)  # label -> accuracy per length
+    depths: list[float] = field(default_factory=list)
+    passkey_by_depth: dict[str, list[list[float]]] = field(default_factory=dict)  # label -> [length][depth] accuracy
     figures: list[str] = field(default_factory=list)
 
 
@@ -475,6 +477,7 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4, seed: int = 0) -> De
         result.perplexity[label] = [_perplexity(model, "books", n, size) for n in lengths]
         grid = passkey_table(model, tokenizer, size, lengths)
         result.passkey[label] = [statistics.fmean(row) for row in grid["accuracy"]]
+        result.passkey_by_depth[label], result.depths = grid["accuracy"], grid["depths"]
     fig, (ppl_ax, key_ax) = figure(2, title=f"mini model: context 256 -> {target} with S²-Attn + LoRA+")
     for label in models:
         ppl_ax.plot(lengths, result.perplexity[label], marker="o", label=label)

@@ -63,6 +63,14 @@ def test_natural_haystack_passkey_rows_keep_the_prompt_and_replace_only_the_fill
         PretrainConfig(passkey_haystack="haystack")
 
 
+def test_a_passkey_warm_up_too_short_for_a_prompt_is_refused_with_the_length_it_needs(rows):
+    too_short = PretrainConfig(passkey_warmup_steps=10, passkey_warmup_len=rows.shortest_passkey - 1)
+    with pytest.raises(ValueError, match=rf"allows \({rows.shortest_passkey} tokens\): raise it"):
+        MixedRows(too_short, data.load_tokenizer(), random.Random(0))
+    MixedRows(PretrainConfig(passkey_warmup_steps=10, passkey_warmup_len=rows.shortest_passkey), data.load_tokenizer(),
+              random.Random(0))  # exactly the shortest prompt fits
+
+
 def find_tail(tokenizer):
     return tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
 
