@@ -94,12 +94,13 @@ def evaluate_base_model(model, tokenizer, seq_len: int = 256, *, windows: int | 
     its window, passkey inside its window and at 2x and 4x its length."""
     report = {"seq_len": seq_len, "windows": windows or "all", "corpora": {}}
     for corpus in data.CORPORA:
-        losses = per_position_loss(model, data.load_tokens(corpus, "val"), seq_len, windows)
+        val = data.load_tokens(corpus, "val")
+        losses = per_position_loss(model, val, seq_len, windows)
         report["corpora"][corpus] = {
             "val_perplexity": round(math.exp(losses.mean().item()), 3),
             "loss_by_position": bucket_means(losses),
-            "repeated_span": repeated_span_loss(model, data.load_tokens(corpus, "val")),
-            "cliff": window_cliff(model, data.load_tokens(corpus, "val"), seq_len, min(windows or CLIFF_WINDOWS, CLIFF_WINDOWS)),
+            "repeated_span": repeated_span_loss(model, val),
+            "cliff": window_cliff(model, val, seq_len, min(windows or CLIFF_WINDOWS, CLIFF_WINDOWS)),
         }
     prompt_len = seq_len - 8  # the answer's tokens must fit inside the window too
     report["passkey_in_window"] = {

@@ -34,7 +34,6 @@ def not_answered(answer) -> bool:
 def exercise(check):
     """A check that tells a blank answer apart from a wrong one: on a blank it prints what to do and returns None,
     so that a notebook handed out unanswered still runs top to bottom."""
-
     @functools.wraps(check)
     def run(answer, *args, **kwargs):
         if not_answered(answer):
