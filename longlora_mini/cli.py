@@ -301,9 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--check", action="store_true", help="exit 1 if the corpora differ from the committed manifest")
     build.set_defaults(run=_data_build)
     qa = data_cmd.add_parser("qa", help="make the long-context QA set (data/qa/longqa_{train,test}.json) from the books corpus")
-    qa.add_argument("--lengths", type=_int_list, help="passage lengths in tokens (default 136,384,880: items that fit 256, 512, 1024)")
+    qa.add_argument("--lengths", type=_int_list, help="passage lengths in tokens (default 320,816: items that fit 512, 1024)")
     qa.add_argument("--train-per-length", type=_int_list, help="train items per length: one count or one per length "
-                    "(default 2000,2000,300)")
+                    "(default 3000,600)")
     qa.set_defaults(run=_data_qa)
 
     pre = commands.add_parser("pretrain", help="pretrain the mini base model at context 256")

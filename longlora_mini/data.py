@@ -32,7 +32,7 @@ MANIFEST = DATA_DIR / "manifest.json"
 
 CORPORA = ("books", "code")
 SPLITS = ("train", "val", "test")
-VOCAB_SIZE = 4096
+VOCAB_SIZE = 512
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
 # Long standard-library modules (> 50k characters in CPython 3.11), pinned. Sources differ between

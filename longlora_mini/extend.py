@@ -14,6 +14,7 @@ with the adapter and folded in by `merge_and_unload`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -143,9 +144,17 @@ def apply_method(model, method: str, *, rank: int = 8, alpha: int = 16):
         ensure_weight_tying="embed" in EXTRA_TRAINABLE[method] and bool(getattr(model.config, "tie_word_embeddings", False)),
         task_type="CAUSAL_LM",
     )
-    with warnings.catch_warnings():  # peft (0.21) reads transformers' deprecated is_gradient_checkpointing
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with without_peft_deprecation_warning():
         return get_peft_model(model, lora)
+
+
+@contextlib.contextmanager
+def without_peft_deprecation_warning():
+    """Wrapping a model in peft (0.21) reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning
+    about peft's code, not the caller's, silenced here and nowhere else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def trainable_counts(model) -> dict[str, int]:

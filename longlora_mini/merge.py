@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .extend import load_extended
+from .extend import load_extended, without_peft_deprecation_warning
 from .files import write_then_swap
 from .train import RUN_RECORD
 
@@ -37,7 +37,8 @@ def load_trained(trained: str | Path, base: str | Path | None = None, **kwargs):
         from peft import PeftModel
 
         base_model = load_extended(base or config["model"], config["context_length"], config["rope_scaling"], **kwargs)
-        model = PeftModel.from_pretrained(base_model, str(trained))
+        with without_peft_deprecation_warning():
+            model = PeftModel.from_pretrained(base_model, str(trained))
     else:
         model = load_extended(trained, **kwargs)
     return model.eval()

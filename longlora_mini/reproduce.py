@@ -468,7 +468,7 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4, seed: int = 0) -> De
     out = Path(out)
     target = 256 * factor
     size = GridSize(target=target, steps=pick(220, 2), rows_per_step=pick(4, 2), eval_tokens=pick(16384, 2048),
-                    passkey_trials=pick(4, 1), passkey_depths=pick((0.0, 0.5, 1.0), (0.5,)))
+                    passkey_trials=pick(10, 1), passkey_depths=pick((0.0, 0.5, 1.0), (0.5,)))
     lengths = [256 * 2**i for i in range(int(math.log2(factor)) + 2)]  # 256 ... 2 x target
     final = train_cell(Cell(f"s2-lora+-{target}", target), seed, out, size)
     result = DemoResult(lengths)

@@ -61,15 +61,16 @@ def test_passkey_retrieval_inside_the_window(base):
     assert recorded["accuracy"] >= 0.9  # the issue's bar, on the draw eval.json records (50 keys)
     again = passkey_accuracy(model, tokenizer, recorded["prompt_length"], recorded["trials"], seed=1234)
     assert again == pytest.approx(recorded["accuracy"], abs=0.04)  # the same keys: the figure is this model's
-    # other keys and depths, so that the figure is no lucky draw (26 of 30 when this model was committed;
-    # its misses are single wrong or dropped digits of keys ~230 tokens back)
+    # other keys and depths, so that the figure is no lucky draw (29 of 30 when this model was committed)
     assert passkey_accuracy(model, tokenizer, 240, trials=30, seed=7) >= 0.8
 
 
-def test_passkey_fails_outside_the_window(base):
+def test_passkey_fails_past_the_window(base):
+    """Llama-2 retrieves nothing past 4k without interpolation; the miniature nothing past 256: at 2x and 4x."""
     model, tokenizer = base
-    assert passkey_accuracy(model, tokenizer, 1000, trials=10, seed=7) <= 0.2
-    assert RECORDED["passkey_outside_window"]["1024"] <= 0.2
+    assert RECORDED["passkey_outside_window"]["512"] <= 0.1  # 50 keys
+    assert RECORDED["passkey_outside_window"]["1024"] <= 0.1
+    assert passkey_accuracy(model, tokenizer, 500, trials=10, seed=7) <= 0.1  # other keys: at most one of 10
 
 
 @pytest.mark.parametrize("corpus", data.CORPORA)
@@ -78,15 +79,20 @@ def test_the_recorded_cliff_is_this_models(base, corpus):
     assert cliff == pytest.approx(RECORDED["corpora"][corpus]["cliff"], abs=2e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the committed base degrades gracefully past its window "
-                   "(gap 0.07 / 0.04 nats, passkey 40 % at 2x); no candidate has met the bar yet, see probes.md")
+@pytest.mark.parametrize("corpus", data.CORPORA)
+def test_loss_rises_past_the_window(corpus):
+    """Over windows of 512 tokens, positions [256, 512) are predicted worse than [128, 256): the context past the
+    window hurts instead of helping (the first base model lost only 0.07 / 0.04 nats there and retrieved 40 % at 2x)."""
+    assert RECORDED["corpora"][corpus]["cliff"]["gap"] >= 0.1, RECORDED["corpora"][corpus]["cliff"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16: the committed base loses 0.17 / 0.14 nats past its window, a third "
+                   "of the bar; no full-size recipe probed reaches it (data/results/probes.md, P9-P13)")
 @pytest.mark.parametrize("corpus", data.CORPORA)
 def test_the_model_falls_off_a_cliff_past_its_window(corpus):
-    """Llama-2 is useless past 4k without interpolation; so must the miniature be past 256: over windows of 512
-    tokens, the mean loss over positions [256, 512) at least 0.5 nats above that over [128, 256), and passkey
-    retrieval at 2x its window at most 10 % (50 keys)."""
+    """Llama-2 is useless past 4k without interpolation (perplexity over 1000 at 8k); the bar for the miniature:
+    over windows of 512 tokens, the mean loss over positions [256, 512) at least 0.5 nats above that over [128, 256)."""
     assert RECORDED["corpora"][corpus]["cliff"]["gap"] >= 0.5, RECORDED["corpora"][corpus]["cliff"]
-    assert RECORDED["passkey_outside_window"]["512"] <= 0.1
 
 
 @pytest.mark.parametrize("corpus", data.CORPORA)
@@ -97,5 +103,7 @@ def test_repeated_span_loss_matches_the_recorded_value(base, corpus):
 
 @pytest.mark.parametrize("corpus", data.CORPORA)
 def test_the_second_copy_of_a_span_is_predicted_far_better(corpus):
+    """A 100-token span seen 156 tokens earlier costs at least a quarter less the second time (the committed base:
+    30 % less on books, 46 % on code; a model that does not copy gains nothing there)."""
     copy = RECORDED["corpora"][corpus]["repeated_span"]
-    assert copy["second"] < copy["first"] - 1.0
+    assert copy["second"] < 0.75 * copy["first"], copy

@@ -54,4 +54,4 @@ def test_train_refuses_a_token_file_beyond_the_vocabulary(tmp_path):
 
     np.array([1, 2, 60000] * 400, dtype=np.uint16).tofile(tmp_path / "other.bin")
     result = run_cli("train", "--data", "other.bin", "--output-dir", "run", "--report-to", "none", tmp_path=tmp_path)
-    assert result.returncode != 0 and "beyond this model's vocabulary of 4096" in result.stderr
+    assert result.returncode != 0 and "beyond this model's vocabulary of 512" in result.stderr

@@ -1,0 +1,59 @@
+"""Probe one extension recipe on the committed base model: train it (reproduce.train_cell), then perplexity on the
+books test split at 256 ... 2x the target and passkey at each length; one JSON line appended to
+data/results/probes/ext.jsonl. The lab notebook (data/results/probes.md, P15 on) lists the probes run with it.
+
+    python scripts/probe_extension.py --name e1-full --target 1024 --attention full --method full --threads 1
+"""
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from longlora_mini.models import load_any
+from longlora_mini.pretrain import MODEL_DIR
+from longlora_mini.reproduce import Cell, GridSize, _perplexity, passkey_table, train_cell
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--name", required=True)
+parser.add_argument("--target", type=int, default=1024)
+parser.add_argument("--attention", default="s2")
+parser.add_argument("--method", default="lora+")
+parser.add_argument("--rank", type=int, default=8)
+parser.add_argument("--steps", type=int, default=220)
+parser.add_argument("--rows", type=int, default=4, help="rows of --target tokens per step")
+parser.add_argument("--lr", type=float, help="default: the grid's (2e-3; full fine-tuning 2e-4)")
+parser.add_argument("--data", default="mix")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--keys", type=int, default=10, help="passkey keys per depth (3 depths)")
+parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--out", default="/root/longlora-work/ext")
+parser.add_argument("--log", default="data/results/probes/ext.jsonl")
+args = parser.parse_args()
+torch.set_num_threads(args.threads)
+
+size = GridSize(target=args.target, steps=args.steps, rows_per_step=args.rows, data=args.data,
+                passkey_trials=args.keys, eval_tokens=16384)
+if args.lr is not None:
+    size = replace(size, lr=args.lr, full_lr=args.lr)
+lengths = [256 * 2**i for i in range(int(math.log2(args.target // 256)) + 2)]
+start = time.time()
+final = train_cell(Cell(args.name, args.target, attention=args.attention, method=args.method, rank=args.rank),
+                   args.seed, Path(args.out), size, show_progress=False)
+trained_s = time.time() - start
+record = {"name": args.name, "args": vars(args), "lengths": lengths, "train_s": round(trained_s)}
+for label, path in (("base", MODEL_DIR), ("after", final)):
+    model, tokenizer = load_any(str(path))
+    record[f"ppl_{label}"] = [_perplexity(model, "books", n, size) for n in lengths]
+    grid = passkey_table(model, tokenizer, size, lengths)
+    record[f"passkey_{label}"] = [round(statistics.fmean(row), 3) for row in grid["accuracy"]]
+run_record = json.loads((final.parent / "eval.json").read_text())
+record["val_loss_before_after"] = [round(run_record["val_loss_before"], 4), round(run_record["val_loss_after"], 4)]
+print(json.dumps(record))
+with open(args.log, "a") as log:
+    log.write(json.dumps(record) + "\n")
