@@ -17,7 +17,8 @@ import torch
 
 from longlora_mini.models import load_any
 from longlora_mini.pretrain import MODEL_DIR
-from longlora_mini.reproduce import Cell, GridSize, _perplexity, passkey_table, train_cell
+from longlora_mini.reproduce import Cell, GridSize, _perplexity, cell_config, passkey_table, train_cell
+from longlora_mini.train import train
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--name", required=True)
@@ -29,6 +30,7 @@ parser.add_argument("--steps", type=int, default=220)
 parser.add_argument("--rows", type=int, default=4, help="rows of --target tokens per step")
 parser.add_argument("--lr", type=float, help="default: the grid's (2e-3; full fine-tuning 2e-4)")
 parser.add_argument("--data", default="mix")
+parser.add_argument("--group-ratio", type=float, help="S²-Attn group size as a share of --target (default the trainer's, 1/4)")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--keys", type=int, default=10, help="passkey keys per depth (3 depths)")
 parser.add_argument("--threads", type=int, default=2)
@@ -43,8 +45,13 @@ if args.lr is not None:
     size = replace(size, lr=args.lr, full_lr=args.lr)
 lengths = [256 * 2**i for i in range(int(math.log2(args.target // 256)) + 2)]
 start = time.time()
-final = train_cell(Cell(args.name, args.target, attention=args.attention, method=args.method, rank=args.rank),
-                   args.seed, Path(args.out), size, show_progress=False)
+cell = Cell(args.name, args.target, attention=args.attention, method=args.method, rank=args.rank)
+if args.group_ratio is None:
+    final = train_cell(cell, args.seed, Path(args.out), size, show_progress=False)
+else:  # the grid's settings with another group size: trained here, never reused
+    config = replace(cell_config(cell, args.seed, Path(args.out), size), group_size_ratio=args.group_ratio)
+    train(config, show_progress=False)
+    final = Path(config.output_dir) / "final"
 trained_s = time.time() - start
 record = {"name": args.name, "args": vars(args), "lengths": lengths, "train_s": round(trained_s)}
 for label, path in (("base", MODEL_DIR), ("after", final)):

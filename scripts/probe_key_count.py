@@ -3,6 +3,7 @@ windows of W keys: does a model fail where its queries attend to more keys than 
 (data/results/probes.md, P15)
 
     python scripts/probe_key_count.py runs/e2-s2-2x-seed0/final --length 512 --windows 256,128
+    python scripts/probe_key_count.py runs/probes/r10-bos --pi-length 512 --bos-first    # a base, PI x2 untrained
 """
 
 import argparse
@@ -19,11 +20,17 @@ parser.add_argument("--length", type=int, default=512)
 parser.add_argument("--windows", default="256,128", help="comma-separated sliding-window sizes (keys per query)")
 parser.add_argument("--rows", type=int, default=8)
 parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--pi-length", type=int, help="a base model with untrained position interpolation to this length")
+parser.add_argument("--bos-first", action="store_true", help="every window starts with BOS (a base trained so)")
+parser.add_argument("--keep-first", type=int, default=0,
+                    help="the sliding windows also see the window's first K tokens (StreamingLLM's sink-aware window)")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
 n, rows = args.length, args.rows
 tokens = torch.tensor(data.load_tokens("books", "val")[: n * rows].astype("int64")).view(rows, n)  # (rows, n)
+if args.bos_first:
+    tokens[:, 0] = data.load_tokenizer().bos_token_id
 buckets = [(0, n // 4), (n // 4, n // 2), (n // 2, 3 * n // 4), (3 * n // 4, n - 1)]  # over the n - 1 scored positions
 
 
@@ -32,7 +39,7 @@ def bucket_losses(model, window: int | None = None) -> list[float]:
     i = torch.arange(n)
     allowed = i[None, :] <= i[:, None]  # (n, n): query row, key column
     if window:
-        allowed &= i[:, None] - i[None, :] < window
+        allowed &= (i[:, None] - i[None, :] < window) | (i[None, :] < args.keep_first)
     mask = torch.zeros(n, n).masked_fill(~allowed, float("-inf"))[None, None].expand(rows, 1, n, n)  # (rows, 1, n, n)
     with torch.no_grad():
         logits = model(input_ids=tokens, attention_mask=mask).logits.float()  # (rows, n, vocab)
@@ -41,8 +48,9 @@ def bucket_losses(model, window: int | None = None) -> list[float]:
     return [round(loss[a:b].mean().item(), 3) for a, b in buckets]
 
 
-model, _ = load_any(args.model)
-result = {"model": args.model, "length": n, "buckets": buckets, "full": bucket_losses(model)}
+model, _ = load_any(args.model, pi_length=args.pi_length)
+result = {"model": args.model, "pi_length": args.pi_length, "bos_first": args.bos_first, "keep_first": args.keep_first,
+          "length": n, "buckets": buckets, "full": bucket_losses(model)}
 for w in (int(w) for w in args.windows.split(",")):
     result[f"window {w}"] = bucket_losses(model, w)
 print(json.dumps(result))
