@@ -6,6 +6,7 @@ data/results/probes/ext.jsonl. The lab notebook (data/results/probes.md, P15 on)
 """
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -54,7 +55,17 @@ else:  # the grid's settings with another group size: trained here, never reused
     final = Path(config.output_dir) / "final"
 trained_s = time.time() - start
 record = {"name": args.name, "args": vars(args), "lengths": lengths, "train_s": round(trained_s)}
+base_sha = hashlib.sha256((MODEL_DIR / "model.safetensors").read_bytes()).hexdigest()[:16]
+earlier = [json.loads(line) for line in Path(args.log).read_text().splitlines()] if Path(args.log).exists() else []
+same_base = [r for r in earlier if r.get("base_sha") == base_sha and r["lengths"] == lengths
+             and r["args"].get("keys") == args.keys]  # the base's figures depend on nothing else here
+record["base_sha"] = base_sha
+if same_base:  # the base is measured once per set of lengths, not once per probe
+    print(f"base figures reused from probe {same_base[-1]['name']}")
+    record["ppl_base"], record["passkey_base"] = same_base[-1]["ppl_base"], same_base[-1]["passkey_base"]
 for label, path in (("base", MODEL_DIR), ("after", final)):
+    if f"ppl_{label}" in record:
+        continue
     model, tokenizer = load_any(str(path))
     record[f"ppl_{label}"] = [_perplexity(model, "books", n, size) for n in lengths]
     grid = passkey_table(model, tokenizer, size, lengths)
