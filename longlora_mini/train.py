@@ -605,8 +605,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             choices = {"rope_scaling": ROPE_SCALINGS, "attention": ATTENTIONS, "method": METHODS,
                        "lr_scheduler": LR_SCHEDULERS, "template": TEMPLATES}.get(f.name)
+            shown = shown_path(default) if f.name == "model" else default  # no folder of this machine in --help
             parser.add_argument(flag, dest=f.name, type=type(default), choices=choices, default=None,
-                                help=f"(default {default})")
+                                help=f"(default {shown})")
 
 
 def config_from_args(args: argparse.Namespace, smoke_overrides: dict | None = None) -> TrainConfig:

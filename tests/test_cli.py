@@ -55,3 +55,12 @@ def test_train_refuses_a_token_file_beyond_the_vocabulary(tmp_path):
     np.array([1, 2, 60000] * 400, dtype=np.uint16).tofile(tmp_path / "other.bin")
     result = run_cli("train", "--data", "other.bin", "--output-dir", "run", "--report-to", "none", tmp_path=tmp_path)
     assert result.returncode != 0 and "beyond this model's vocabulary of 512" in result.stderr
+
+
+def test_help_names_no_folder_of_this_machine(tmp_path):
+    """--help is read (and pasted into notebooks and issues): defaults inside the repository show relative to it."""
+    from longlora_mini.files import REPOSITORY
+
+    result = run_cli("train", "--help", tmp_path=tmp_path)
+    assert result.returncode == 0 and "(default data/mini-llama-256)" in result.stdout, result.stdout[-2000:]
+    assert str(REPOSITORY) not in result.stdout
