@@ -80,8 +80,9 @@ def test_the_recorded_demo_is_from_this_base_model():
     assert reproduce._perplexity(model.eval(), "books", 256, reproduce.GridSize()) == pytest.approx(before[0], rel=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: at lr 2e-3 the S²-extended model fails on keys more than 256 tokens "
-                   "back (data/results/probes.md, P15-P16): worse than before at 1024, no key found past 256")
+@pytest.mark.xfail(strict=True, reason="issue 16: S²-extended to 4x, the model fails on keys more than half the trained "
+                   "length back (local heads drift to the farthest keys, data/results/probes.md P15-P17): worse than "
+                   "before at 1024, no key found past 256")
 def test_the_recorded_demo_shows_extension_working():
     """The paper's picture at 4x: after extension perplexity at the new length is below the base model's there and
     not above its own at 256 (long context helps), and the key is found at the new length at least half the time."""
