@@ -62,6 +62,7 @@ class PretrainConfig:
     hidden_size: int = 256
     layers: int = 6
     heads: int = 4  # head_dim 64
+    head_dim: int | None = None  # None: hidden_size / heads; set, the heads' width apart from their number (probes)
     intermediate_size: int = 688
     rope_theta: float = 625.0  # the slowest pair of 64 turns 0.50 rad in 256 tokens (Llama-2: 0.47 in 4096)
     batch_size: int = 16
@@ -105,6 +106,7 @@ def build_model(config: PretrainConfig, vocab_size: int):
         num_hidden_layers=config.layers,
         num_attention_heads=config.heads,
         num_key_value_heads=config.heads,
+        head_dim=config.head_dim or config.hidden_size // config.heads,
         max_position_embeddings=config.seq_len,
         rope_theta=config.rope_theta,
         tie_word_embeddings=False,
