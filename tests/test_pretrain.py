@@ -172,3 +172,14 @@ def test_an_interrupted_pretraining_run_resumes_exactly(tmp_path):
     for a, b in zip(whole.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     assert not (tmp_path / "stopped.state").exists()  # removed once the model is written
+
+
+def test_head_dim_sets_the_heads_width_apart_from_their_number():
+    """A probe's 4 heads of 64 in a width-128 model (P18): the projections widen, the residual stream does not."""
+    from longlora_mini.pretrain import build_model
+
+    config = PretrainConfig(hidden_size=128, layers=1, heads=4, head_dim=64, intermediate_size=64)
+    attention = build_model(config, vocab_size=64).model.layers[0].self_attn
+    assert attention.q_proj.weight.shape == (4 * 64, 128) and attention.o_proj.weight.shape == (128, 4 * 64)
+    default = build_model(PretrainConfig(hidden_size=128, layers=1, heads=4, intermediate_size=64), vocab_size=64)
+    assert default.config.head_dim == 32
