@@ -1,4 +1,4 @@
-"""Probe one extension recipe on the committed base model: train it (reproduce.train_cell), then perplexity on the
+"""Probe one extension recipe on the committed base model (or --base): train it (reproduce.train_cell), then perplexity on the
 books test split at 256 ... 2x the target and passkey at each length; one JSON line appended to
 data/results/probes/ext.jsonl. The lab notebook (data/results/probes.md, P15 on) lists the probes run with it.
 
@@ -32,6 +32,7 @@ parser.add_argument("--rows", type=int, default=4, help="rows of --target tokens
 parser.add_argument("--lr", type=float, help="default: the grid's (2e-3; full fine-tuning 2e-4)")
 parser.add_argument("--data", default="mix")
 parser.add_argument("--group-ratio", type=float, help="S²-Attn group size as a share of --target (default the trainer's, 1/4)")
+parser.add_argument("--base", help="another base model folder (default the committed one, data/mini-llama-256)")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--keys", type=int, default=10, help="passkey keys per depth (3 depths)")
 parser.add_argument("--threads", type=int, default=2)
@@ -47,15 +48,18 @@ if args.lr is not None:
 lengths = [256 * 2**i for i in range(int(math.log2(args.target // 256)) + 2)]
 start = time.time()
 cell = Cell(args.name, args.target, attention=args.attention, method=args.method, rank=args.rank)
-if args.group_ratio is None:
+base = Path(args.base) if args.base else MODEL_DIR
+if args.group_ratio is None and args.base is None:
     final = train_cell(cell, args.seed, Path(args.out), size, show_progress=False)
-else:  # the grid's settings with another group size: trained here, never reused
-    config = replace(cell_config(cell, args.seed, Path(args.out), size), group_size_ratio=args.group_ratio)
+else:  # the grid's settings with another group size or base: trained here, never reused
+    config = replace(cell_config(cell, args.seed, Path(args.out), size), model=str(base))
+    if args.group_ratio is not None:
+        config = replace(config, group_size_ratio=args.group_ratio)
     train(config, show_progress=False)
     final = Path(config.output_dir) / "final"
 trained_s = time.time() - start
 record = {"name": args.name, "args": vars(args), "lengths": lengths, "train_s": round(trained_s)}
-base_sha = hashlib.sha256((MODEL_DIR / "model.safetensors").read_bytes()).hexdigest()[:16]
+base_sha = hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()[:16]
 earlier = [json.loads(line) for line in Path(args.log).read_text().splitlines()] if Path(args.log).exists() else []
 same_base = [r for r in earlier if r.get("base_sha") == base_sha and r["lengths"] == lengths
              and r["args"].get("keys") == args.keys]  # the base's figures depend on nothing else here
@@ -63,7 +67,7 @@ record["base_sha"] = base_sha
 if same_base:  # the base is measured once per set of lengths, not once per probe
     print(f"base figures reused from probe {same_base[-1]['name']}")
     record["ppl_base"], record["passkey_base"] = same_base[-1]["ppl_base"], same_base[-1]["passkey_base"]
-for label, path in (("base", MODEL_DIR), ("after", final)):
+for label, path in (("base", base), ("after", final)):
     if f"ppl_{label}" in record:
         continue
     model, tokenizer = load_any(str(path))
