@@ -197,6 +197,15 @@ def load_tokens(corpus: str, split: str, tokens_dir: Path = TOKENS_DIR) -> np.nd
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
+def first_windows(corpus: str, split: str, length: int, rows: int, *, bos_first: bool = False) -> np.ndarray:
+    """The split's first rows x length tokens as windows, int64 (rows, length); with bos_first, BOS is each window's
+    first token (for a base pretrained with `bos_at_row_start`, scored as it was trained)."""
+    windows = np.asarray(load_tokens(corpus, split)[: rows * length], dtype=np.int64).reshape(rows, length)
+    if bos_first:
+        windows[:, 0] = load_tokenizer().bos_token_id
+    return windows
+
+
 def build(data_dir: Path = DATA_DIR, *, retrain_tokenizer: bool = False) -> dict:
     """Read, split, tokenize and write both corpora; returns the manifest.
 

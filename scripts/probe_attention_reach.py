@@ -25,9 +25,7 @@ args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
 n = args.length
-tokens = torch.tensor(data.load_tokens("books", "val")[: n * args.rows].astype("int64")).view(args.rows, n)  # (rows, n)
-if args.bos_first:
-    tokens[:, 0] = data.load_tokenizer().bos_token_id
+tokens = torch.from_numpy(data.first_windows("books", "val", n, args.rows, bos_first=args.bos_first))  # (rows, n)
 model, _ = load_any(args.model, pi_length=args.pi_length)
 model.set_attn_implementation("eager")  # the only implementation that returns the attention weights
 with torch.no_grad():

@@ -28,9 +28,7 @@ args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
 n, rows = args.length, args.rows
-tokens = torch.tensor(data.load_tokens("books", "val")[: n * rows].astype("int64")).view(rows, n)  # (rows, n)
-if args.bos_first:
-    tokens[:, 0] = data.load_tokenizer().bos_token_id
+tokens = torch.from_numpy(data.first_windows("books", "val", n, rows, bos_first=args.bos_first))  # (rows, n)
 buckets = [(0, n // 4), (n // 4, n // 2), (n // 2, 3 * n // 4), (3 * n // 4, n - 1)]  # over the n - 1 scored positions
 
 

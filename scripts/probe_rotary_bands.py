@@ -38,7 +38,7 @@ def capture_then_sdpa(module, query, key, value, attention_mask, **kwargs):
 
 AttentionInterface.register("capture_then_sdpa", capture_then_sdpa)
 n = args.length
-tokens = torch.tensor(data.load_tokens("books", "val")[: n * args.rows].astype("int64")).view(args.rows, n)  # (rows, n)
+tokens = torch.from_numpy(data.first_windows("books", "val", n, args.rows))  # (rows, n)
 model, _ = load_any(args.model, pi_length=args.pi_length)
 model.set_attn_implementation("capture_then_sdpa")
 with torch.no_grad():

