@@ -22,6 +22,7 @@ parser.add_argument("--length", type=int, default=512)
 parser.add_argument("--layer", type=int, default=2)
 parser.add_argument("--rows", type=int, default=8)
 parser.add_argument("--pi-length", type=int, help="a base model with untrained position interpolation to this length")
+parser.add_argument("--bos-first", action="store_true", help="every window starts with BOS (a base trained so)")
 parser.add_argument("--threads", type=int, default=1)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
@@ -38,7 +39,7 @@ def capture_then_sdpa(module, query, key, value, attention_mask, **kwargs):
 
 AttentionInterface.register("capture_then_sdpa", capture_then_sdpa)
 n = args.length
-tokens = torch.from_numpy(data.first_windows("books", "val", n, args.rows))  # (rows, n)
+tokens = torch.from_numpy(data.first_windows("books", "val", n, args.rows, bos_first=args.bos_first))  # (rows, n)
 model, _ = load_any(args.model, pi_length=args.pi_length)
 model.set_attn_implementation("capture_then_sdpa")
 with torch.no_grad():
@@ -49,7 +50,7 @@ per_dim = q[:, :, 3 * n // 4:, None, :] * k[:, :, None, :, :] / d**0.5  # (rows,
 per_pair = per_dim[..., : d // 2] + per_dim[..., d // 2:]  # (rows, heads, n/4, n, d/2): fastest pair first
 distance = torch.arange(3 * n // 4, n)[:, None] - torch.arange(n)[None, :]  # (n/4, n)
 thirds = torch.tensor_split(torch.arange(d // 2), 3)  # fast, middle, slow pairs
-result = {"model": args.model, "pi_length": args.pi_length, "length": n, "layer": args.layer, "heads": {}}
+result = {"model": args.model, "pi_length": args.pi_length, "bos_first": args.bos_first, "length": n, "layer": args.layer, "heads": {}}
 for h in range(q.size(1)):
     row = {}
     for label, keys in (("near (d 1-8)", (distance >= 1) & (distance <= 8)), ("far (d > n/2)", distance > n // 2)):
