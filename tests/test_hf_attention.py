@@ -188,9 +188,11 @@ def step_peak_bytes(n: int, padded: bool) -> int:
 
 
 def test_a_padded_long_training_step_builds_no_n_by_n_mask():
-    # 2 rows of 16k tokens: transformers' 4-D boolean mask alone would be 2 x 16384^2 bytes = 512 MiB
+    # 2 rows of 16k tokens: transformers' 4-D boolean mask alone would be 2 x 16384^2 bytes = 512 MiB. Padding
+    # itself costs linear memory (packed copies of q, k, v and the output): 15-79 MiB over the unpadded step's
+    # 293-340 MiB peak in 9 runs on 2 CPU cores (resident-size peaks are that noisy), so the bar is a quarter of
+    # the mask: a mask of a quarter of n x n per row would reach it.
     n = 16384
     unpadded, padded = step_peak_bytes(n, False), step_peak_bytes(n, True)
     mask_bytes = 2 * n * n
-    assert padded < 1.25 * unpadded + 32 * 2**20, (padded, unpadded)
-    assert padded - unpadded < mask_bytes / 8, (padded, unpadded, mask_bytes)
+    assert padded - unpadded < mask_bytes / 4, (padded, unpadded, mask_bytes)
