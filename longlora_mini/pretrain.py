@@ -89,11 +89,19 @@ class PretrainConfig:
     # same instruction, key line and question, the filler replaced by training text (a haystack nothing copies)
     passkey_haystack: str = "natural"
     bos_at_row_start: bool = False  # every mixture row starts with BOS: a fixed first token, as a sink
+    # a share of mixture rows trained at positions t * s, s drawn from [position_scale_min, 1): the rotary angles of
+    # the window at finer steps, never one past it (the cliff stays). Makes untrained position interpolation cheaper
+    # (probes P23 on: a copy-trained miniature loses far more to it than Llama-2 does)
+    position_scale_share: float = 0.0
+    position_scale_min: float = 0.25
     seed: int = 0
 
     def __post_init__(self):
         if self.passkey_haystack not in PASSKEY_HAYSTACKS:
             raise ValueError(f"passkey_haystack must be one of {PASSKEY_HAYSTACKS}, got {self.passkey_haystack!r}")
+        if not (0.0 <= self.position_scale_share <= 1.0 and 0.0 < self.position_scale_min <= 1.0):
+            raise ValueError(f"position_scale_share must be in [0, 1] and position_scale_min in (0, 1]; got "
+                             f"{self.position_scale_share} and {self.position_scale_min}")
 
 
 def build_model(config: PretrainConfig, vocab_size: int):
@@ -227,6 +235,24 @@ class MixedRows:
         if self.config.bos_at_row_start:
             rows[:, 0] = self.tokenizer.bos_token_id
         return rows
+
+    def positions(self) -> torch.Tensor | None:
+        """Position ids (batch, seq_len) for the last batch: t * s per row, s = 1 for all but a position_scale_share
+        of rows; None when no row is scaled (nothing drawn when the share is 0, so other recipes keep their stream)."""
+        config = self.config
+        if not config.position_scale_share:
+            return None
+        scales = [self.rng.uniform(config.position_scale_min, 1.0) if self.rng.random() < config.position_scale_share
+                  else 1.0 for _ in range(config.batch_size)]
+        if all(scale == 1.0 for scale in scales):
+            return None
+        return torch.tensor(scales)[:, None] * torch.arange(config.seq_len, dtype=torch.float)  # (b, 1) * (n,) -> (b, n)
+
+
+def position_arguments(positions: torch.Tensor | None, batch: torch.Tensor) -> dict:
+    """The model's keyword arguments for scaled positions (none for the usual 0, 1, 2, ...). An all-ones attention
+    mask goes with them: without a mask transformers reads position steps other than 1 as packed sequences."""
+    return {} if positions is None else {"position_ids": positions, "attention_mask": torch.ones_like(batch)}
 
 
 class Phases:
@@ -397,8 +423,9 @@ def pretrain(
             batch, labels, second = rows.copy_batch(int(phase.removeprefix("copy-")))
         else:
             batch = labels = rows.passkey_warmup_batch() if phase == "passkey" else rows.batch()
+        positions = rows.positions() if phase == "mixture" else None
         start = time.perf_counter()
-        logits = model(input_ids=batch).logits[:, :-1]  # logits[:, t - 1] predicts token t
+        logits = model(input_ids=batch, **position_arguments(positions, batch)).logits[:, :-1]  # [:, t - 1] predicts t
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none")  # (b, n - 1)
         loss = nll.sum() / (labels[:, 1:] != -100).sum()  # -100 labels cost 0: the mean over the real ones
         loss.backward()

@@ -9,7 +9,9 @@ from transformers import AutoModelForCausalLM
 
 from longlora_mini import data
 from longlora_mini.passkey import FILLER, QUESTION, key_line, random_passkey_sample
-from longlora_mini.pretrain import MixedRows, PretrainConfig, Phases, learning_rate, pretrain
+from longlora_mini.extend import extend_rope
+from longlora_mini.pretrain import (MixedRows, PretrainConfig, Phases, build_model, learning_rate, position_arguments,
+                                    pretrain)
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +185,36 @@ def test_head_dim_sets_the_heads_width_apart_from_their_number():
     assert attention.q_proj.weight.shape == (4 * 64, 128) and attention.o_proj.weight.shape == (128, 4 * 64)
     default = build_model(PretrainConfig(hidden_size=128, layers=1, heads=4, intermediate_size=64), vocab_size=64)
     assert default.config.head_dim == 32
+
+
+def test_scaled_position_rows_are_position_interpolation_and_other_recipes_draw_nothing():
+    tokenizer = data.load_tokenizer()
+    plain = MixedRows(PretrainConfig(batch_size=4), tokenizer, random.Random(0))
+    before = plain.rng.getstate()
+    assert plain.positions() is None and plain.rng.getstate() == before  # share 0: the committed stream is untouched
+    scaled = MixedRows(PretrainConfig(batch_size=64, position_scale_share=0.5, position_scale_min=0.25), tokenizer,
+                       random.Random(0))
+    positions = scaled.positions()  # (64, 256)
+    steps = positions[:, 1]  # each row's scale s: positions t * s
+    torch.testing.assert_close(positions, steps[:, None] * torch.arange(256.0))
+    assert 16 <= int((steps < 1).sum()) <= 48 and float(steps.min()) >= 0.25
+    with pytest.raises(ValueError, match="position_scale_min"):
+        PretrainConfig(position_scale_min=0.0)
+
+    # a row at positions t / 2 is what linear position interpolation x2 computes, and only with the all-ones mask
+    config = PretrainConfig(layers=2, hidden_size=64, intermediate_size=128, heads=4)
+    torch.manual_seed(0)
+    model = build_model(config, len(tokenizer)).eval()
+    interpolated = build_model(config, len(tokenizer)).eval()
+    interpolated.load_state_dict(model.state_dict())
+    extend_rope(interpolated.config, 2 * config.seq_len, "linear")
+    interpolated.model.rotary_emb.__init__(interpolated.config)  # the rotary frequencies from the new factor
+    torch.manual_seed(0)
+    ids = torch.randint(0, len(tokenizer), (1, 64))
+    half = torch.arange(64.0)[None] / 2
+    with torch.no_grad():
+        expected = interpolated(input_ids=ids).logits
+        torch.testing.assert_close(model(input_ids=ids, **position_arguments(half, ids)).logits, expected)
+        # no mask and no cache (a training call): transformers reads steps of 1/2 as packed one-token sequences
+        misread = model(input_ids=ids, position_ids=half, use_cache=False).logits
+    assert (misread - expected).abs().max() > 0.1
