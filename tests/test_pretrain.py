@@ -1,15 +1,16 @@
 """Pretraining: the data mix does what it says, the schedule, and a short run end to end."""
 
+import copy
 import json
 import random
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from longlora_mini import data
-from longlora_mini.passkey import FILLER, QUESTION, key_line, random_passkey_sample
 from longlora_mini.extend import extend_rope
+from longlora_mini.passkey import FILLER, QUESTION, key_line, random_passkey_sample
 from longlora_mini.pretrain import (MixedRows, PretrainConfig, Phases, build_model, learning_rate, position_arguments,
                                     pretrain)
 
@@ -205,10 +206,8 @@ def test_scaled_position_rows_are_position_interpolation_and_other_recipes_draw_
     config = PretrainConfig(layers=2, hidden_size=64, intermediate_size=128, heads=4)
     torch.manual_seed(0)
     model = build_model(config, len(tokenizer)).eval()
-    interpolated = build_model(config, len(tokenizer)).eval()
+    interpolated = LlamaForCausalLM(extend_rope(copy.deepcopy(model.config), 2 * config.seq_len, "linear")).eval()
     interpolated.load_state_dict(model.state_dict())
-    extend_rope(interpolated.config, 2 * config.seq_len, "linear")
-    interpolated.model.rotary_emb.__init__(interpolated.config)  # the rotary frequencies from the new factor
     torch.manual_seed(0)
     ids = torch.randint(0, len(tokenizer), (1, 64))
     half = torch.arange(64.0)[None] / 2
