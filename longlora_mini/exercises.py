@@ -102,9 +102,18 @@ def check_slowest_rotation(angle_fn) -> str:
             raise ExerciseFailed("the answer is in degrees: give radians")
         raise ExerciseFailed(f"angle_fn({head_dim}, {theta:g}, {length}) = {got:.4g}, expected {want:.4g}: pair i turns "
                              "by theta^(-2i/head_dim) per position; take the slowest pair")
-    llama, mini = (c[2] * c[1] ** (-(c[0] - 2) / c[0]) for c in cases[:2])
+    head_dim, theta = _mini_rope()
+    llama, mini = (n * t ** (-(d - 2) / d) for d, t, n in [(128, 10000.0, 4096), (head_dim, theta, 256)])
     return _passed(f"right: Llama-2's slowest pair turns {llama:.2f} rad inside its 4096 tokens; the mini model's "
-                   f"(head_dim 64, theta 625) {mini:.2f} rad inside 256, the same proportion")
+                   f"(head_dim {head_dim}, theta {theta:g}) {mini:.2f} rad inside its 256")
+
+
+def _mini_rope() -> tuple[int, float]:
+    """(head_dim, rope theta) of the mini base model, as `PretrainConfig` builds it."""
+    from .pretrain import PretrainConfig
+
+    config = PretrainConfig()
+    return config.head_dim or config.hidden_size // config.heads, config.rope_theta
 
 
 def _architecture(model: str):
@@ -286,10 +295,11 @@ def check_unseen_channels(count_fn) -> str:
             raise ExerciseFailed("count pairs (head_dim / 2 of them), not dimensions: each pair is one rotation")
         raise ExerciseFailed(f"count_fn({head_dim}, {theta:g}, {window}) = {got}, expected {want}: pair i turns "
                              f"window x theta^(-2i/head_dim) radians inside the window; count those below 2 pi")
+    head_dim, theta = _mini_rope()
     llama, mini = (sum(w * t ** (-2 * i / d) < 2 * math.pi for i in range(d // 2)) for d, t, w in
-                   [(128, 10000.0, 4096), (64, 625.0, 256)])
-    return _passed(f"right: Llama-2 7B has {llama} such pairs of 64 at 4096 tokens; a head of 64 with theta 625 has "
-                   f"{mini} of 32 at 256 tokens")
+                   [(128, 10000.0, 4096), (head_dim, theta, 256)])
+    return _passed(f"right: Llama-2 7B has {llama} such pairs of 64 at 4096 tokens; the mini model (head_dim {head_dim}, "
+                   f"theta {theta:g}) has {mini} of {head_dim // 2} at 256 tokens")
 
 
 # ----------------------------------------------------------------------------- notebook 04: LoRA and LoRA+

@@ -74,6 +74,7 @@ for label, path in (("base", base), ("after", final)):
     record[f"ppl_{label}"] = [_perplexity(model, "books", n, size) for n in lengths]
     grid = passkey_table(model, tokenizer, size, lengths)
     record[f"passkey_{label}"] = [round(statistics.fmean(row), 3) for row in grid["accuracy"]]
+    record[f"passkey_by_depth_{label}"] = {"depths": grid["depths"], "accuracy": grid["accuracy"]}  # (length, depth)
 run_record = json.loads((final.parent / "eval.json").read_text())
 record["val_loss_before_after"] = [round(run_record["val_loss_before"], 4), round(run_record["val_loss_after"], 4)]
 print(json.dumps(record))

@@ -80,17 +80,35 @@ def test_the_recorded_demo_is_from_this_base_model():
     assert reproduce._perplexity(model.eval(), "books", 256, reproduce.GridSize()) == pytest.approx(before[0], rel=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: S²-extended to 4x, the model fails on keys more than half the trained "
-                   "length back (local heads drift to the farthest keys, data/results/probes.md P15-P17): worse than "
-                   "before at 1024, no key found past 256")
-def test_the_recorded_demo_shows_extension_working():
-    """The paper's picture at 4x: after extension perplexity at the new length is below the base model's there and
-    not above its own at 256 (long context helps), and the key is found at the new length at least half the time."""
-    lengths, ppl, key = RECORDED_DEMO["lengths"], RECORDED_DEMO["perplexity"], RECORDED_DEMO["passkey"]
-    before, after = ppl["before (base model)"], ppl["after (extended to 1024)"]
-    at = lengths.index(1024)
-    assert after[at] < before[at] and after[at] <= after[0], (before, after)
-    assert key["after (extended to 1024)"][at] >= 0.5, key
+BEFORE, AFTER = "before (base model)", "after (extended to 1024)"
+
+
+def test_the_recorded_demo_uses_its_longer_context():
+    """The paper's picture at 4x (the faithful-miniature issue's bar): at the new length perplexity is at most 0.8x the
+    base model's there and below the base model's inside its own window (long context helps)."""
+    lengths, ppl = RECORDED_DEMO["lengths"], RECORDED_DEMO["perplexity"]
+    before, after, at = ppl[BEFORE], ppl[AFTER], lengths.index(1024)
+    assert after[at] <= 0.8 * before[at] and after[at] < before[0], (before, after)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16: +6.3 % inside the old window (seed 1: +6.3 %); lr 5e-4 repairs "
+                   "the x4 interpolation only partly (data/results/probes.md, P23-P24)")
+def test_the_recorded_demo_stays_close_to_the_base_inside_the_old_window():
+    """Extension is a small perturbation: inside the old window (256) within 5 % of the base model's perplexity."""
+    before, after = RECORDED_DEMO["perplexity"][BEFORE], RECORDED_DEMO["perplexity"][AFTER]
+    assert after[0] <= 1.05 * before[0], (before, after)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16: at 1024 no key at depth 0 (about 1000 tokens back) is found, 50-80 % "
+                   "at depths 50-100 %; at 512 80-100 % at every depth (data/results/probes.md, P24)")
+def test_the_recorded_demo_finds_the_key_up_to_the_new_length_and_not_past_it():
+    """Passkey at 1024 (10 keys at each of 3 depths): at least 80 % at every depth after extension, at most 10 % before
+    (the base fails past its window); past the new length (2048) the extended model fails again."""
+    lengths, by_depth = RECORDED_DEMO["lengths"], RECORDED_DEMO["passkey_by_depth"]
+    at, past = lengths.index(1024), lengths.index(2048)
+    assert min(by_depth[AFTER][at]) >= 0.8, by_depth[AFTER]
+    assert max(by_depth[BEFORE][at]) <= 0.1, by_depth[BEFORE]
+    assert RECORDED_DEMO["passkey"][AFTER][past] <= 0.2, RECORDED_DEMO["passkey"]
 
 
 def measurements(full=8.0, s2=8.1, short=9.0, lora=11.0, plus=8.2, ft=8.1, extended=(10.0, 9.0, 8.5), passkey_after=1.0,
