@@ -190,9 +190,9 @@ def test_head_dim_sets_the_heads_width_apart_from_their_number():
 
 def test_scaled_position_rows_are_position_interpolation_and_other_recipes_draw_nothing():
     tokenizer = data.load_tokenizer()
-    plain = MixedRows(PretrainConfig(batch_size=4), tokenizer, random.Random(0))
+    plain = MixedRows(PretrainConfig(batch_size=4, position_scale_share=0.0), tokenizer, random.Random(0))
     before = plain.rng.getstate()
-    assert plain.positions() is None and plain.rng.getstate() == before  # share 0: the committed stream is untouched
+    assert plain.positions() is None and plain.rng.getstate() == before  # share 0: earlier recipes' streams untouched
     scaled = MixedRows(PretrainConfig(batch_size=64, position_scale_share=0.5, position_scale_min=0.25), tokenizer,
                        random.Random(0))
     positions = scaled.positions()  # (64, 256)
