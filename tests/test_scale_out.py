@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
+# lr 5e-4, the demo's: the base takes PI x2 nearly for free, and 3 steps at 2e-3 raise its validation loss (+0.008)
 TRAIN_ARGS = ["--context-length", "512", "--max-steps", "3", "--batch-size", "1", "--save-every", "2",
-              "--eval-windows", "2", "--lr", "2e-3", "--warmup-steps", "1", "--report-to", "none"]
+              "--eval-windows", "2", "--lr", "5e-4", "--warmup-steps", "1", "--report-to", "none"]
 
 
 def env():
