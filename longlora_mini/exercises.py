@@ -113,7 +113,7 @@ def _mini_rope() -> tuple[int, float]:
     from .pretrain import PretrainConfig
 
     config = PretrainConfig()
-    return config.head_dim or config.hidden_size // config.heads, config.rope_theta
+    return config.head_width, config.rope_theta
 
 
 def _architecture(model: str):

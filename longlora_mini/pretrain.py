@@ -97,6 +97,11 @@ class PretrainConfig:
     position_scale_min: float = 0.125  # down to 1/8: PI x2-x8 (the grid's factors) stay inside the trained scales
     seed: int = 0
 
+    @property
+    def head_width(self) -> int:
+        """Each head's width: head_dim when set, else hidden_size / heads."""
+        return self.head_dim or self.hidden_size // self.heads
+
     def __post_init__(self):
         if self.passkey_haystack not in PASSKEY_HAYSTACKS:
             raise ValueError(f"passkey_haystack must be one of {PASSKEY_HAYSTACKS}, got {self.passkey_haystack!r}")
@@ -115,7 +120,7 @@ def build_model(config: PretrainConfig, vocab_size: int):
         num_hidden_layers=config.layers,
         num_attention_heads=config.heads,
         num_key_value_heads=config.heads,
-        head_dim=config.head_dim or config.hidden_size // config.heads,
+        head_dim=config.head_width,
         max_position_embeddings=config.seq_len,
         rope_theta=config.rope_theta,
         tie_word_embeddings=False,

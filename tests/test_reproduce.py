@@ -91,7 +91,7 @@ def test_the_recorded_demo_uses_its_longer_context():
     assert after[at] <= 0.8 * before[at] and after[at] < before[0], (before, after)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: +6.3 % inside the old window (seed 1: +6.3 %); lr 5e-4 repairs "
+@pytest.mark.xfail(strict=True, reason="issue 16: +6.3 % inside the old window (both seeds); lr 5e-4 repairs "
                    "the x4 interpolation only partly (data/results/probes.md, P23-P24)")
 def test_the_recorded_demo_stays_close_to_the_base_inside_the_old_window():
     """Extension is a small perturbation: inside the old window (256) within 5 % of the base model's perplexity."""
