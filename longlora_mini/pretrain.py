@@ -89,6 +89,9 @@ class PretrainConfig:
     # "filler": passkey rows as the evaluation's prompt (five sentences repeated around the key); "natural": the
     # same instruction, key line and question, the filler replaced by training text (a haystack nothing copies)
     passkey_haystack: str = "natural"
+    # passkey prompts run from the shortest one up to the whole row; raise this share of the row to draw only long
+    # prompts (keys far back among many keys: what an extension to a longer window must teach retrieval to reach)
+    passkey_min_length_share: float = 0.0
     bos_at_row_start: bool = False  # every mixture row starts with BOS: a fixed first token, as a sink
     # a share of mixture rows trained at positions t * s, s drawn from [position_scale_min, 1): the rotary angles of
     # the window at finer steps, never one past it (the cliff stays). Makes untrained position interpolation cheaper
@@ -105,6 +108,8 @@ class PretrainConfig:
     def __post_init__(self):
         if self.passkey_haystack not in PASSKEY_HAYSTACKS:
             raise ValueError(f"passkey_haystack must be one of {PASSKEY_HAYSTACKS}, got {self.passkey_haystack!r}")
+        if not 0.0 <= self.passkey_min_length_share < 1.0:
+            raise ValueError(f"passkey_min_length_share must be in [0, 1), got {self.passkey_min_length_share}")
         if not (0.0 <= self.position_scale_share <= 1.0 and 0.0 < self.position_scale_min <= 1.0):
             raise ValueError(f"position_scale_share must be in [0, 1] and position_scale_min in (0, 1]; got "
                              f"{self.position_scale_share} and {self.position_scale_min}")
@@ -173,7 +178,8 @@ class MixedRows:
         """Natural text ending in EOS, a passkey prompt of 120 to row_len - 8 tokens with its answer and EOS,
         natural text again; the prompt starts anywhere, so no position of the window is special."""
         row_len, eos = row_len or self.config.seq_len, self.tokenizer.eos_token_id
-        sample = random_passkey_sample(self.tokenizer, self.rng.randint(self.shortest_passkey, row_len - 8), self.rng)
+        shortest = min(max(self.shortest_passkey, int(self.config.passkey_min_length_share * row_len)), row_len - 8)
+        sample = random_passkey_sample(self.tokenizer, self.rng.randint(shortest, row_len - 8), self.rng)
         if self.config.passkey_haystack == "natural":
             sample = self.in_natural_haystack(sample)
         body = sample.input_ids + sample.answer_ids + [eos]

@@ -461,6 +461,12 @@ class DemoResult:
 DEMO_LR = 5e-4  # the grid's 2e-3 repairs interpolation faster, but S²-trained heads drift onto far keys (P17, P23)
 
 
+def demo_size(factor: int = 4) -> GridSize:
+    """The demo's run: 220 steps of 4 rows at 256 x factor (configs/recipes/mini-1024.yaml trains the same, tested)."""
+    return GridSize(target=256 * factor, steps=pick(220, 2), rows_per_step=pick(4, 2), lr=DEMO_LR,
+                    eval_tokens=pick(16384, 2048), passkey_trials=pick(10, 1), passkey_depths=pick((0.0, 0.5, 1.0), (0.5,)))
+
+
 def demo(out: Path = Path("runs/demo"), *, factor: int = 4, seed: int = 0) -> DemoResult:
     """Extend the mini model's context `factor`x with S²-Attn + LoRA+ on this machine (training seed `seed`), then
     compare perplexity against evaluation length and passkey accuracy before and after (the same text and keys for
@@ -469,9 +475,7 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4, seed: int = 0) -> De
     from .plotting import figure, length_axis, save
 
     out = Path(out)
-    target = 256 * factor
-    size = GridSize(target=target, steps=pick(220, 2), rows_per_step=pick(4, 2), lr=DEMO_LR, eval_tokens=pick(16384, 2048),
-                    passkey_trials=pick(10, 1), passkey_depths=pick((0.0, 0.5, 1.0), (0.5,)))
+    target, size = 256 * factor, demo_size(factor)
     lengths = [256 * 2**i for i in range(int(math.log2(factor)) + 2)]  # 256 ... 2 x target
     final = train_cell(Cell(f"s2-lora+-{target}", target), seed, out, size)
     result = DemoResult(lengths)

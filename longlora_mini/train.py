@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import data
 from .extend import apply_method, describe_trainable, load_extended, set_attention, trainable_counts
@@ -106,6 +107,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"bad training setting: {message} (got {self.summary()})")
+        if is_mixture(self.data):
+            mixture_config(self.data, self.context_length)  # a bad mixture setting fails here, before any training
 
     def summary(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -155,21 +158,44 @@ def step_rows(step: int, rows_per_step: int, num_rows: int, seed: int) -> np.nda
 Example = tuple  # (input_ids, labels) as int64 arrays; labels -100 where no loss is taken
 
 
+MIXTURE_SETTINGS = ("repeat_share", "random_copy_share", "passkey_share", "passkey_haystack", "passkey_min_length_share")
+
+
+def is_mixture(spec: str) -> bool:
+    return spec == "mix" or spec.startswith("mix:")
+
+
+def mixture_config(spec: str, context_length: int):
+    """The PretrainConfig whose rows "mix" or "mix:passkey_share=0.3,passkey_min_length_share=0.5" draws: the
+    pretraining mixture at the new length, with the shares of its row kinds (MIXTURE_SETTINGS) changed if asked."""
+    from .pretrain import PretrainConfig
+
+    overrides = {}
+    for item in filter(None, spec.removeprefix("mix").removeprefix(":").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in MIXTURE_SETTINGS:
+            raise ValueError(f"bad mixture setting {item!r} in --data {spec!r}: write mix:KEY=VALUE,... with KEY one of "
+                             f"{', '.join(MIXTURE_SETTINGS)}")
+        overrides[key] = value if key == "passkey_haystack" else float(value)
+    return PretrainConfig(seq_len=context_length, **overrides)
+
+
 def training_rows(config: TrainConfig, tokenizer, per_step: int):
     """(step -> list of per_step examples (input_ids, labels), a line describing the data) for --data.
 
     Corpus names or a token file: packed rows in a seeded order (step_rows), every token labelled.
     A .json file: LongAlpaca-format SFT items (see sft.py), prompt masked, in a seeded order. "mix": the mini base
     model's pretraining mixture at the new length (natural rows, repeated spans, passkey prompts), the
-    analogue of the paper fine-tuning Llama-2 on RedPajama, data like its pretraining data.
+    analogue of the paper fine-tuning Llama-2 on RedPajama, data like its pretraining data ("mix:KEY=VALUE,..."
+    changes its shares, see mixture_config).
     """
-    if config.data == "mix":
-        from .pretrain import MixedRows, PretrainConfig
+    if is_mixture(config.data):
+        from .pretrain import MixedRows
 
         if not data.is_project_tokenizer(tokenizer):
             raise ValueError("--data mix is the mini world's pretraining mixture and needs the project tokenizer; "
                              "pass corpus names (books,code) or a token file for this model")
-        mix = MixedRows(PretrainConfig(seq_len=config.context_length), tokenizer, random.Random(config.seed))
+        mix = MixedRows(mixture_config(config.data, config.context_length), tokenizer, random.Random(config.seed))
 
         def rows_for_step(step: int) -> list[Example]:
             positions = range(step * per_step, (step + 1) * per_step)
@@ -192,7 +218,7 @@ def validation_rows(config: TrainConfig, tokenizer) -> np.ndarray | None:
     """config.eval_windows rows of natural validation text spread over the split (none for a file)."""
     if Path(config.data).exists():
         return None
-    source = "books,code" if config.data == "mix" else config.data
+    source = "books,code" if is_mixture(config.data) else config.data
     rows = packed_rows(data.corpus_tokens(source, "val", tokenizer), config.context_length)
     return rows[np.linspace(0, len(rows) - 1, min(config.eval_windows, len(rows))).astype(np.int64)]
 
@@ -507,44 +533,45 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     model.train()
     bar = progress_bar(range(start_step, config.max_steps), desc=f"training at {config.context_length}",
                        show=show_progress and accelerator.is_local_main_process, initial=start_step, total=config.max_steps)
-    for step in bar:
-        started = time.perf_counter()
-        examples = rows_for_step(step)  # per_step (input_ids, labels) pairs, the same on every process
-        step_tokens = labelled_tokens(examples)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-        for micro_step in range(config.grad_accum):
-            first = (micro_step * accelerator.num_processes + accelerator.process_index) * config.batch_size
-            batch = {k: v.to(accelerator.device) for k, v in collate(examples[first : first + config.batch_size], pad_id).items()}
-            with accelerator.accumulate(model):
-                loss, _ = summed_loss(model, batch)
-                # accelerate divides by grad_accum and DDP averages over processes: undo both, so that the
-                # gradient is that of the step's token-weighted mean loss
-                accelerator.backward(loss * (config.grad_accum * accelerator.num_processes / step_tokens))
-                checks = {"loss": loss_sum + loss.detach()}
-                if accelerator.sync_gradients and accelerator.state.deepspeed_plugin is None:
-                    norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
-                    if accelerator.scaler is None:  # fp16's loss scaler skips steps with inf gradients by design
-                        checks["gradient norm"] = torch.as_tensor(norm)
-                if accelerator.sync_gradients:  # before the optimizer step: broken gradients never reach the weights
-                    stop_if_diverged(accelerator, output_dir, config, step + 1, checks)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().double()
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        loss_value = (accelerator.reduce(loss_sum, reduction="sum") / step_tokens).item()
-        elapsed = time.perf_counter() - started
-        record = {"step": step + 1, "loss": round(loss_value, 6), "lr": lr, "tokens_per_s": round(sum(len(ids) for ids, _ in examples) / elapsed, 1)}
-        if accelerator.is_main_process:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-        accelerator.log({"train/loss": loss_value, "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, step=step + 1)
-        bar.set_postfix(loss=f"{loss_value:.3f}")
-        saving = config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.max_steps
-        if saving or step + 1 == config.max_steps:  # a finite step can still leave non-finite weights: never save them
-            stop_if_diverged(accelerator, output_dir, config, step + 1, {"weights": trainable_weights(model)})
-        if saving:
-            save_checkpoint(accelerator, output_dir, step + 1, config)
+    with logging_redirect_tqdm():  # log lines (the S²-Attn backend) print above the bar, not inside it
+        for step in bar:
+            started = time.perf_counter()
+            examples = rows_for_step(step)  # per_step (input_ids, labels) pairs, the same on every process
+            step_tokens = labelled_tokens(examples)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+            for micro_step in range(config.grad_accum):
+                first = (micro_step * accelerator.num_processes + accelerator.process_index) * config.batch_size
+                batch = {k: v.to(accelerator.device) for k, v in collate(examples[first : first + config.batch_size], pad_id).items()}
+                with accelerator.accumulate(model):
+                    loss, _ = summed_loss(model, batch)
+                    # accelerate divides by grad_accum and DDP averages over processes: undo both, so that the
+                    # gradient is that of the step's token-weighted mean loss
+                    accelerator.backward(loss * (config.grad_accum * accelerator.num_processes / step_tokens))
+                    checks = {"loss": loss_sum + loss.detach()}
+                    if accelerator.sync_gradients and accelerator.state.deepspeed_plugin is None:
+                        norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
+                        if accelerator.scaler is None:  # fp16's loss scaler skips steps with inf gradients by design
+                            checks["gradient norm"] = torch.as_tensor(norm)
+                    if accelerator.sync_gradients:  # before the optimizer step: broken gradients never reach the weights
+                        stop_if_diverged(accelerator, output_dir, config, step + 1, checks)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach().double()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            loss_value = (accelerator.reduce(loss_sum, reduction="sum") / step_tokens).item()
+            elapsed = time.perf_counter() - started
+            record = {"step": step + 1, "loss": round(loss_value, 6), "lr": lr, "tokens_per_s": round(sum(len(ids) for ids, _ in examples) / elapsed, 1)}
+            if accelerator.is_main_process:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+            accelerator.log({"train/loss": loss_value, "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, step=step + 1)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            saving = config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.max_steps
+            if saving or step + 1 == config.max_steps:  # a finite step can still leave non-finite weights: never save them
+                stop_if_diverged(accelerator, output_dir, config, step + 1, {"weights": trainable_weights(model)})
+            if saving:
+                save_checkpoint(accelerator, output_dir, step + 1, config)
 
     if val_rows is not None:
         report["val_loss_after"] = validation_loss(model, val_rows, accelerator.device, config.batch_size)

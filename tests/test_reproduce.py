@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,14 @@ def test_a_run_made_from_other_base_weights_or_settings_is_refused(tmp_path):
         reproduce.train_cell(cell, 0, tmp_path, size, show_progress=False)
     record.write_text(json.dumps({"train_config": config}))
     assert reproduce.train_cell(cell, 0, tmp_path, size, show_progress=False) == run_dir / "final"  # reused as it is
+
+
+def test_the_recipe_mini_1024_trains_what_the_demo_trains(monkeypatch, tmp_path):
+    from longlora_mini.train import read_recipe
+
+    monkeypatch.setenv("LONGLORA_MINI_SMOKE", "0")  # the demo's full size
+    demo = reproduce.cell_config(Cell("s2-lora+-1024", 1024), 0, tmp_path, reproduce.demo_size(4))
+    recipe = read_recipe(Path(__file__).resolve().parents[1] / "configs" / "recipes" / "mini-1024.yaml")
+    keys = ("data", "context_length", "rope_scaling", "attention", "group_size_ratio", "method", "lora_rank",
+            "lora_alpha", "lr", "lr_scheduler", "warmup_steps", "max_steps", "batch_size", "grad_accum")
+    assert {k: recipe[k] for k in keys} == {k: getattr(demo, k) for k in keys}

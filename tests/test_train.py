@@ -242,3 +242,30 @@ def test_the_pretraining_mixture_as_training_data_is_a_function_of_seed_and_step
     many = np.concatenate([rows(rows_for_step, s) for s in range(4)])  # 64 rows: ~15 % hold a passkey prompt
     with_prompt = sum(any(list(r[i : i + len(question)]) == question for i in range(512 - len(question))) for r in many)
     assert 3 <= with_prompt <= 20
+
+
+def test_a_mixture_spec_changes_its_row_shares_and_long_passkey_prompts_keep_their_key_far_back():
+    from longlora_mini import data
+    from longlora_mini.passkey import QUESTION
+    from longlora_mini.train import training_rows
+
+    tokenizer = data.load_tokenizer()
+    question = tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
+    key_start = tokenizer("\nThe pass key is", add_special_tokens=False)["input_ids"]
+
+    def spans(spec):  # per passkey row of 96 rows of 1024: tokens from the key line to the question
+        rows_for_step, _ = training_rows(TrainConfig(data=spec, context_length=1024, seed=2), tokenizer, per_step=32)
+        found = []
+        for ids, _ in (e for step in range(3) for e in rows_for_step(step)):
+            ids = list(ids)
+            ask = [i for i in range(len(ids) - len(question)) if ids[i : i + len(question)] == question]
+            keys = [i for i in range(len(ids) - len(key_start)) if ids[i : i + len(key_start)] == key_start]
+            if ask and keys and keys[0] < ask[0]:
+                found.append(ask[0] - keys[0])
+        return found
+
+    usual, long = spans("mix"), spans("mix:passkey_share=0.5,passkey_min_length_share=0.9")
+    assert 5 <= len(usual) <= 30 and len(long) >= 35  # about 15 % and 50 % of 96 rows
+    assert sum(d > 600 for d in long) > 2 * sum(d > 600 for d in usual)  # prompts of 921-1016 tokens: keys far back
+    with pytest.raises(ValueError, match="passkey_min_length_share"):
+        TrainConfig(data="mix:passkey_min_length=0.9")
