@@ -50,14 +50,7 @@ def test_every_notebook_is_checked():
     assert len(NOTEBOOKS) == 9, [p.name for p in NOTEBOOKS]
 
 
-# Notebooks whose stored outputs are still those of an earlier run (progress widgets, warnings): they are rerun on the
-# new base model of the faithful-miniature issue. Strict: once one is rerun clean, its entry must go.
-AWAITING_THE_NEW_BASE = {"05_extending_the_mini_model", "06_evaluation", "07_supervised_finetuning"}
-
-
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="stored outputs of the old base's run; rerun on the new base"))
-    if p.stem in AWAITING_THE_NEW_BASE else p for p in NOTEBOOKS], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_stored_outputs_read_like_a_textbook(path):
     assert problems(path) == []
 
@@ -87,9 +80,7 @@ FIGURES = {"00_the_mini_world": 3, "02_shifted_sparse_attention": 3, "03_positio
            "04_lora_plus": 3, "05_extending_the_mini_model": 2, "06_evaluation": 3, "07_supervised_finetuning": 2}
 
 
-@pytest.mark.parametrize("stem", [
-    pytest.param(stem, marks=pytest.mark.xfail(strict=True, reason="its new figures are stored once it is rerun on the new base"))
-    if stem == "07_supervised_finetuning" else stem for stem in sorted(FIGURES)], ids=str)
+@pytest.mark.parametrize("stem", sorted(FIGURES), ids=str)
 def test_notebooks_store_their_figures(stem):
     path = next(p for p in NOTEBOOKS if p.stem == stem)
     assert stored_figures(path) >= FIGURES[stem], f"{path.name} stores {stored_figures(path)} figures"

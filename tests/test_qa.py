@@ -99,8 +99,8 @@ def test_paired_gain_counts_the_changed_items_and_gives_the_exact_sign_test():
         paired_gain(before, {"scored": 9, "skipped": 1, "correct": []})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: on the 2026-12-02 base the model extended to 512 by S²-Attn at lr 2e-3 "
-                   "fails on keys more than 256 tokens back (data/results/probes.md, P15-P16); SFT: 0 -> 1 of 100 items")
+@pytest.mark.xfail(strict=True, reason="issue 16: on the committed base (2026-12-04) SFT does not gain: 4 % -> 3 / 5 / 2 % "
+                   "over three SFT seeds, p >= 0.5 (data/results/probes.md, P27)")
 def test_sft_raises_exact_match_on_held_out_items(tmp_path):
     """The README's commands at full size (~6 min on 2 CPU cores): extend 256 -> 512, merge, LoRA SFT at 512;
     on the 100 held-out items that fit (the 320-token ones), SFT answers more items exactly, and not by chance
