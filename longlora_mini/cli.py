@@ -412,13 +412,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _TerminalFormat(logging.Formatter):
+    """Our own INFO lines as plain sentences; anything else with its level and source."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO and record.name.startswith("longlora_mini"):
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {record.getMessage()}"
+
+
+def configure_logging(verbose: bool) -> None:
+    """Warnings from every library; INFO from longlora_mini only (third-party INFO, such as matplotlib's font cache
+    or accelerate's per-file checkpoint lines, is noise on a terminal); -v: DEBUG from everything."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_TerminalFormat())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("longlora_mini").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "smoke", False):
         os.environ[ENV_VAR] = "1"
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # accelerate logs every file of every checkpoint at INFO
-        logging.getLogger("accelerate").setLevel(logging.WARNING)
+    configure_logging(args.verbose)
+    if not args.verbose:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a bar per weight load ("Loading weights 57/57"): instant here, only noise

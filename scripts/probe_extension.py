@@ -29,7 +29,7 @@ parser.add_argument("--method", default="lora+")
 parser.add_argument("--rank", type=int, default=8)
 parser.add_argument("--steps", type=int, default=220)
 parser.add_argument("--rows", type=int, default=4, help="rows of --target tokens per step")
-parser.add_argument("--lr", type=float, help="default: the grid's (2e-3; full fine-tuning 2e-4)")
+parser.add_argument("--lr", type=float, help="default: the grid's (reproduce.GridSize: lr, full_lr)")
 parser.add_argument("--data", default="mix")
 parser.add_argument("--group-ratio", type=float, help="S²-Attn group size as a share of --target (default the trainer's, 1/4)")
 parser.add_argument("--base", help="another base model folder (default the committed one, data/mini-llama-256)")
@@ -41,8 +41,8 @@ parser.add_argument("--log", default="data/results/probes/ext.jsonl")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
-size = GridSize(target=args.target, steps=args.steps, rows_per_step=args.rows, data=args.data,
-                passkey_trials=args.keys, eval_tokens=16384)
+size = GridSize(steps=args.steps, rows_per_step=args.rows, data=args.data,
+                passkey_trials=args.keys, passkey_depths=(0.0, 0.5, 1.0), eval_tokens=16384)
 if args.lr is not None:
     size = replace(size, lr=args.lr, full_lr=args.lr)
 lengths = [256 * 2**i for i in range(int(math.log2(args.target // 256)) + 2)]
