@@ -81,7 +81,7 @@ class GridSize:
     data: str = "mix"  # the pretraining mixture at the new length (natural text, repeated spans, passkey rows)
     lr: float = DEMO_LR
     lr_scheduler: str = "cosine"  # a short run ends at a low rate instead of wandering at a high one; or "constant"
-    full_lr: float = 1e-4  # full fine-tuning: every weight moves; chosen by the rate sweep (probes.md, P29)
+    full_lr: float = 3e-4  # full fine-tuning: the best of 3e-5, 1e-4, 3e-4, 1e-3 at 4x (probes.md, P29)
     lora_rank: int = 8  # every LoRA / LoRA+ cell, as the paper's r = 8 throughout (and the demo's)
     ratio_rank: int = 1  # plain LoRA once more at the paper's rank-to-width ratio: 8 / 4096 of 256 -> 1
     # (rank 1 LoRA+ is +10 % from full fine-tuning at 4x, rank 8 +5 %; plain LoRA +16-19 % at either: P29)
