@@ -267,8 +267,9 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[1])
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, config: TrainConfig) -> Path:
-    """All processes write into step-N.tmp, then the main process renames it: a checkpoint is whole or absent."""
+def save_checkpoint(accelerator, output_dir: Path, step: int, config: TrainConfig, report: dict) -> Path:
+    """All processes write into step-N.tmp, then the main process renames it: a checkpoint is whole or absent. The
+    report so far (the validation loss before training) travels with it, so a resumed run reports the same."""
     root = output_dir / "checkpoints"
     final, tmp = root / f"step-{step:06d}", root / f"step-{step:06d}.tmp"
     if accelerator.is_main_process:
@@ -279,7 +280,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, config: TrainConfi
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {"step": step, "data_position": step * rows_per_step(config, accelerator.num_processes),
-                 "num_processes": accelerator.num_processes, "config": asdict(config)}
+                 "num_processes": accelerator.num_processes, "config": asdict(config), "report": report}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1) + "\n")
         os.replace(tmp, final)
         for old in checkpoint_dirs(output_dir)[: -config.keep_checkpoints]:
@@ -516,8 +517,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         rescale_rate(scheduler, config.lr)  # a resumed run may lower the rate
         start_step = state["step"]
         log(f"resumed from {existing[-1]} (step {start_step}, data position {state['data_position']})")
-        if (output_dir / "eval.json").exists():
-            report = json.loads((output_dir / "eval.json").read_text())
+        report = dict(state.get("report", {}))  # measured before step 0, not on the resumed weights
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         kept = metrics_path.read_text().splitlines(keepends=True) if metrics_path.exists() and start_step else []
@@ -571,7 +571,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
             if saving or step + 1 == config.max_steps:  # a finite step can still leave non-finite weights: never save them
                 stop_if_diverged(accelerator, output_dir, config, step + 1, {"weights": trainable_weights(model)})
             if saving:
-                save_checkpoint(accelerator, output_dir, step + 1, config)
+                save_checkpoint(accelerator, output_dir, step + 1, config, report)
 
     if val_rows is not None:
         report["val_loss_after"] = validation_loss(model, val_rows, accelerator.device, config.batch_size)

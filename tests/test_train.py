@@ -156,6 +156,8 @@ def test_a_run_killed_mid_way_and_resumed_writes_the_same_losses(tmp_path):
     assert resumed.returncode == 0, log
     assert "resumed from" in log
     assert losses(killed_dir) == losses(tmp_path / "whole")  # exactly, step by step
+    reports = [json.loads((d / "eval.json").read_text()) for d in (killed_dir, tmp_path / "whole")]
+    assert reports[0]["val_loss_before"] == reports[1]["val_loss_before"]  # measured before step 0, not re-measured
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(tmp_path):
