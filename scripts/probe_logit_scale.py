@@ -10,7 +10,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
