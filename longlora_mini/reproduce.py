@@ -64,7 +64,7 @@ DEMO_LR = 5e-4  # 2e-3 repairs interpolation faster, but S²-trained heads drift
 
 @dataclass
 class GridSize:
-    """Sizes of one reproduce run: the full grid (about 2 hours on 2 CPU cores) or CI's smoke grid (minutes).
+    """Sizes of one reproduce run: the full grid (about 70 minutes on 2 CPU cores) or CI's smoke grid (minutes).
 
     Each cell trains `steps` x `rows_per_step` rows of its length on the base model's pretraining mixture at the
     demo's rate with a cosine decay (P26: at 2x, 220 x 4 rows separate full, S² and short attention, seeds apart)."""
@@ -347,9 +347,14 @@ def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_re
     started = time.time()
     runs: dict[str, list[dict]] = {}
     seeds: dict[str, list[int]] = {}
+    earlier_minutes = 0.0  # runs measured by an earlier invocation (a resumed grid): their own minutes
     curve_cells = {length_cell(n, size).name for n in size.extended_lengths}
 
     def run(cell: Cell, seed: int) -> None:
+        nonlocal earlier_minutes
+        measured = cell.run_dir(out, seed) / MEASURED
+        if measured.exists():
+            earlier_minutes += json.loads(measured.read_text())["minutes"]
         runs.setdefault(cell.name, []).append(measured_run(cell, seed, out, size, whole_curve=cell.name in curve_cells))
         seeds.setdefault(cell.name, []).append(seed)
 
@@ -384,9 +389,7 @@ def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_re
         "plan": plan_figures(),
         "paper": PAPER,
     }
-    run_minutes = sum(json.loads((cell.run_dir(out, k) / MEASURED).read_text())["minutes"]
-                      for cell in cells(size) for k in seeds[cell.name])
-    measurements["minutes"] = round(run_minutes + (time.time() - started) / 60, 1)  # a resumed grid: all its runs
+    measurements["minutes"] = round(earlier_minutes + (time.time() - started) / 60, 1)  # a resumed grid: all its runs
     write_outputs(measurements, out, update_readme=update_readme)
     return measurements
 
