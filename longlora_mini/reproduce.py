@@ -432,7 +432,7 @@ def plot_figures(m: dict, out: Path) -> None:
     fig, (ax,) = figure(title=f"passkey at {size.pattern_target} tokens by the pattern trained with")
     for pattern in ("full", "s2", "short"):
         grid = m["passkey_trained"][pattern_cell(pattern, size).name]["mean"]
-        ax.plot([100 * d for d in grid["depths"]], grid["accuracy"][0], marker="o", label=pattern)
+        ax.plot([100 * d for d in grid["depths"]], _row(grid, size.pattern_target), marker="o", label=pattern)
     ax.set_xlabel("depth of the key (% of the filler before it)")
     ax.set_ylabel("accuracy (mean over seeds)")
     ax.set_ylim(-0.05, 1.05)
@@ -452,10 +452,16 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _far_passkey(m: dict, name: str) -> list[float]:
-    """Per seed: passkey accuracy over the depths whose key lies more than one group (a quarter of the length) back."""
+def _row(grid: dict, length: int) -> list[float]:
+    """A passkey grid's accuracies by depth at one prompt length (a curve cell's grid holds every evaluation length)."""
+    return grid["accuracy"][grid["lengths"].index(length)]
+
+
+def _far_passkey(m: dict, cell: Cell) -> list[float]:
+    """Per seed: passkey accuracy at the cell's length over the depths whose key lies more than one group (a quarter
+    of the length) back."""
     far = [i for i, d in enumerate(m["grid"]["passkey_depths"]) if (1 - d) > 0.25]
-    return [statistics.fmean(grid["accuracy"][0][i] for i in far) for grid in m["passkey_trained"][name]["by_seed"]]
+    return [statistics.fmean(_row(grid, cell.context)[i] for i in far) for grid in m["passkey_trained"][cell.name]["by_seed"]]
 
 
 def format_tables(m: dict, figures_from: Path | None = None) -> str:
@@ -479,7 +485,7 @@ def format_tables(m: dict, figures_from: Path | None = None) -> str:
               f"| passkey at {p} by depth {depths} % |", "|---|---:|---:|---:|---:|---:|---|"]
     for a in ("full", "s2", "short"):
         name = pattern_cell(a, grid).name
-        r, key = t[name], m["passkey_trained"][name]["mean"]["accuracy"][0]
+        r, key = t[name], _row(m["passkey_trained"][name]["mean"], p)
         own = lambda c: fmt(r[c]["own"]) if "own" in r[c] else "(same)"  # noqa: E731
         lines.append(f"| {a} | {seeds(name)} | {fmt(r['books']['full'])} | {own('books')} | {fmt(r['code']['full'])} "
                      f"| {own('code')} | {' / '.join(f'{v:.0%}' for v in key)} |")
@@ -487,7 +493,7 @@ def format_tables(m: dict, figures_from: Path | None = None) -> str:
     own = t[pattern_cell("s2", grid).name]["books"]["own"]["mean"]
     close = abs(s2["mean"] - full["mean"]) <= 0.03 * full["mean"]
     short_ppl = _apart(short, s2) and short["mean"] > s2["mean"]
-    far_s2, far_short = (_far_passkey(m, pattern_cell(a, grid).name) for a in ("s2", "short"))
+    far_s2, far_short = (_far_passkey(m, pattern_cell(a, grid)) for a in ("s2", "short"))
     short_keys = max(far_short) < min(far_s2)
     lines += ["", "Verdict: " + _verdict(close and own > s2["mean"] and (short_ppl or short_keys),
               f"S² is {100 * (s2['mean'] / full['mean'] - 1):+.1f}% from full attention on books (paper +0.2%; bar 3%); "

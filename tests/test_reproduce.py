@@ -147,8 +147,11 @@ def measurements(full=8.0, s2=8.1, short=9.0, lora=11.0, plus=8.2, ft=8.1, exten
         return {c: ({"full": one(value), "own": one(own_value or value)} if own_value is not False else {"full": one(value)})
                 for c in ("books", "code")}
 
-    def keys(far):
-        return {"by_seed": [{"accuracy": [[far, far, far, 1.0, 1.0]]}] * 2, "mean": {"accuracy": [[far, far, far, 1.0, 1.0]]}}
+    def keys(far, lengths=(512,)):
+        # a curve cell (S² at 512) holds every evaluation length: its 256 row finds every key, whatever happens at 512
+        rows = [[1.0] * 5 if n != 512 else [far, far, far, 1.0, 1.0] for n in lengths]
+        grid = {"lengths": list(lengths), "accuracy": rows}
+        return {"by_seed": [grid] * 2, "mean": grid}
 
     trained = {reproduce.pattern_cell("full", size).name: cell(full, own_value=False),
                reproduce.pattern_cell("s2", size).name: cell(s2, own), reproduce.pattern_cell("short", size).name: cell(short),
@@ -157,7 +160,7 @@ def measurements(full=8.0, s2=8.1, short=9.0, lora=11.0, plus=8.2, ft=8.1, exten
                reproduce.method_cell("lora+embed", size).name: cell(plus), reproduce.method_cell("lora+", size).name: cell(plus),
                reproduce.length_cell(2048, size).name: cell(plus)}
     passkey_trained = {name: keys(1.0) for name in trained}
-    passkey_trained[reproduce.pattern_cell("s2", size).name] = keys(far_keys[0])
+    passkey_trained[reproduce.pattern_cell("s2", size).name] = keys(far_keys[0], lengths=(256, 512, 1024))
     passkey_trained[reproduce.pattern_cell("short", size).name] = keys(far_keys[1])
     lengths = [256, 512, 1024, 2048, 4096]
     curves = {"base": {c: [9.5] * 5 for c in ("books", "code")}}
@@ -184,6 +187,7 @@ def test_verdicts_follow_the_numbers():
     assert verdicts(measurements(short=8.3, spread=0.4, far_keys=(0.9, 0.9)))[0] == "differs"  # within the spread
     assert verdicts(measurements(short=8.6, spread=0.4, far_keys=(0.9, 0.9)))[0] == "agrees"
     assert verdicts(measurements(short=8.1, far_keys=(0.9, 0.5)))[0] == "agrees"
+    assert verdicts(measurements(short=8.1, far_keys=(0.5, 0.9)))[0] == "differs"  # S²'s keys at 512, not at 256
     assert verdicts(measurements(lora=8.15))[1] == "differs"  # no LoRA gap for LoRA+ to close
     assert verdicts(measurements(plus=8.6))[1] == "differs"  # LoRA+ more than 5 % from full fine-tuning
     assert verdicts(measurements(lora=8.5, plus=8.2, spread=0.4))[1] == "differs"  # LoRA vs LoRA+ within the spread
