@@ -232,8 +232,8 @@ def paired_gain(before: dict, after: dict) -> dict:
 def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_steps: int = 600, seed: int | None = None,
                           show_progress: bool = False) -> tuple[Path, Path]:
     """The paper's order at mini scale: extend the mini model 256 -> 512 on its pretraining mixture
-    (configs/recipes/mini-512.yaml), merge, then LoRA SFT at 512 on the long-QA train items (template
-    plain, 4 items a step, the rate decayed to 0 by a cosine: at a constant rate the result carries the
+    (configs/recipes/mini-512.yaml), merge, then LoRA SFT with full attention at 512 on the long-QA train items
+    (template plain, 4 items a step, the rate decayed to 0 by a cosine: at a constant rate the result carries the
     last steps' noise and swings with the seed): the README's commands as one function (notebook 07 calls
     it). `extend_steps` defaults to the recipe's, `seed` to the trainer's, as on the command line.
     Returns (the merged extended model, the SFT run's final/)."""
@@ -248,8 +248,10 @@ def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_ste
     train(TrainConfig(**recipe | seeded | dict(output_dir=str(out / "extend"), max_steps=extend_steps or recipe["max_steps"],
                                                save_every=0, report_to="none")), show_progress=show_progress)
     extended = merge(out / "extend" / "final", out / "extended")
+    # full attention for SFT: the answers' lookups reach 150-300 tokens back, past S²'s groups of 128 at 512, and
+    # S²-trained SFT loses items on every base tried (probes.md, P35)
     train(TrainConfig(model=str(extended), data=str(QA_DIR / "longqa_train.json"), template="plain",
-                      output_dir=str(out / "sft"), context_length=512, attention="s2", method="lora", lr=1e-3,
+                      output_dir=str(out / "sft"), context_length=512, attention="full", method="lora", lr=1e-3,
                       lr_scheduler="cosine", batch_size=4, grad_accum=1, max_steps=sft_steps,
                       warmup_steps=min(20, sft_steps), save_every=0, report_to="none", **seeded),
           show_progress=show_progress)

@@ -99,9 +99,6 @@ def test_paired_gain_counts_the_changed_items_and_gives_the_exact_sign_test():
         paired_gain(before, {"scored": 9, "skipped": 1, "correct": []})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: on the committed base (2026-12-04) SFT does not gain: 4 % -> 3 / 5 / 2 % "
-                   "over three SFT seeds, p >= 0.5, nor with other rates, LoRA+ or full fine-tuning; the base does not "
-                   "continue a quoted phrase even inside its window (data/results/probes.md, P27, P32, P33)")
 def test_sft_raises_exact_match_on_held_out_items(tmp_path):
     """The README's commands at full size (~6 min on 2 CPU cores): extend 256 -> 512, merge, LoRA SFT at 512;
     on the 100 held-out items that fit (the 320-token ones), SFT answers more items exactly, and not by chance
