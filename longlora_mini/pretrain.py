@@ -240,13 +240,14 @@ class MixedRows:
     def row_at(self, position: int, seed: int) -> list[int]:
         """The row at a given position of an endless stream: a function of (seed, position) alone."""
         self.rng = random.Random(f"{seed}-{position}")
-        return self.row()
+        return self.with_sink(self.row())
+
+    def with_sink(self, row: list[int]) -> list[int]:
+        """The row with BOS as its first token when the config asks for a sink (bos_at_row_start)."""
+        return [self.tokenizer.bos_token_id, *row[1:]] if self.config.bos_at_row_start else row
 
     def batch(self) -> torch.Tensor:
-        rows = torch.tensor([self.row() for _ in range(self.config.batch_size)])  # (batch, seq_len)
-        if self.config.bos_at_row_start:
-            rows[:, 0] = self.tokenizer.bos_token_id
-        return rows
+        return torch.tensor([self.with_sink(self.row()) for _ in range(self.config.batch_size)])  # (batch, seq_len)
 
     def positions(self) -> torch.Tensor | None:
         """Position ids (batch, seq_len) for the last batch: t * s per row, s = 1 for all but a position_scale_share

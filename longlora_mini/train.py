@@ -158,7 +158,8 @@ def step_rows(step: int, rows_per_step: int, num_rows: int, seed: int) -> np.nda
 Example = tuple  # (input_ids, labels) as int64 arrays; labels -100 where no loss is taken
 
 
-MIXTURE_SETTINGS = ("repeat_share", "random_copy_share", "passkey_share", "passkey_haystack", "passkey_min_length_share")
+MIXTURE_SETTINGS = ("repeat_share", "random_copy_share", "passkey_share", "passkey_haystack", "passkey_min_length_share",
+                    "bos_at_row_start")
 
 
 def is_mixture(spec: str) -> bool:
@@ -176,7 +177,9 @@ def mixture_config(spec: str, context_length: int):
         if not sep or key not in MIXTURE_SETTINGS:
             raise ValueError(f"bad mixture setting {item!r} in --data {spec!r}: write mix:KEY=VALUE,... with KEY one of "
                              f"{', '.join(MIXTURE_SETTINGS)}")
-        overrides[key] = value if key == "passkey_haystack" else float(value)
+        if key == "bos_at_row_start" and value not in ("0", "1"):
+            raise ValueError(f"bos_at_row_start takes 0 or 1 in --data {spec!r}, got {value!r}")
+        overrides[key] = value if key == "passkey_haystack" else value == "1" if key == "bos_at_row_start" else float(value)
     return PretrainConfig(seq_len=context_length, **overrides)
 
 

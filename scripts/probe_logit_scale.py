@@ -21,6 +21,7 @@ parser.add_argument("--model", default="mini", help="'mini', a model folder or a
 parser.add_argument("--pi-length", type=int, default=0, help="untrained position interpolation for this length (base models)")
 parser.add_argument("--length", type=int, default=1024)
 parser.add_argument("--scales", default="1,1.1,1.2,1.3,1.5")
+parser.add_argument("--layers", default="", help="comma-separated layer indices to scale (default: every layer)")
 parser.add_argument("--keys", type=int, default=10, help="passkey keys per depth (depths 0, 0.5, 1)")
 parser.add_argument("--name", default="", help="a label for the JSON line")
 parser.add_argument("--threads", type=int, default=2)
@@ -29,7 +30,9 @@ args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
 model, tokenizer = load_any(args.model, pi_length=args.pi_length or None)
-attentions = [m for m in model.modules() if hasattr(m, "scaling") and hasattr(m, "q_proj")]
+attentions = [m for m in model.modules() if hasattr(m, "scaling") and hasattr(m, "q_proj")]  # one per layer, in order
+if args.layers:
+    attentions = [attentions[int(i)] for i in args.layers.split(",")]
 assert attentions, "no attention module with a `scaling` attribute: not a transformers Llama-style model"
 plain = [m.scaling for m in attentions]
 size = GridSize(passkey_trials=args.keys, eval_tokens=16384)
@@ -39,7 +42,7 @@ for c in (float(x) for x in args.scales.split(",")):
     for m, s in zip(attentions, plain):
         m.scaling = s * c  # logits q.k * scaling: c multiplies every logit
     grid = passkey_table(model, tokenizer, size, lengths)
-    record = {"name": args.name, "model": args.model, "pi_length": args.pi_length, "scale": c, "lengths": lengths,
+    record = {"name": args.name, "model": args.model, "layers": args.layers or "all", "pi_length": args.pi_length, "scale": c, "lengths": lengths,
               "ppl": [_perplexity(model, "books", n, size) for n in lengths],
               "passkey_by_depth": {"depths": grid["depths"], "accuracy": grid["accuracy"]},
               "passkey": [round(statistics.fmean(row), 3) for row in grid["accuracy"]], "seconds": round(time.time() - start)}

@@ -271,3 +271,21 @@ def test_a_mixture_spec_changes_its_row_shares_and_long_passkey_prompts_keep_the
     assert sum(d > 600 for d in long) > 2 * sum(d > 600 for d in usual)  # prompts of 921-1016 tokens: keys far back
     with pytest.raises(ValueError, match="passkey_min_length_share"):
         TrainConfig(data="mix:passkey_min_length=0.9")
+
+
+def test_a_mixture_with_a_sink_is_the_same_rows_with_bos_first():
+    from longlora_mini import data
+    from longlora_mini.train import training_rows
+
+    tokenizer = data.load_tokenizer()
+
+    def rows(spec):
+        rows_for_step, _ = training_rows(TrainConfig(data=spec, context_length=256, seed=3), tokenizer, per_step=8)
+        return [list(ids) for ids, _ in rows_for_step(1)]
+
+    plain, sunk = rows("mix"), rows("mix:bos_at_row_start=1")
+    assert all(row[0] == tokenizer.bos_token_id for row in sunk)
+    assert sum(row[0] == tokenizer.bos_token_id for row in plain) == 0
+    assert [row[1:] for row in sunk] == [row[1:] for row in plain]  # a base pretrained with BOS first keeps its format
+    with pytest.raises(ValueError, match="bos_at_row_start takes 0 or 1"):
+        TrainConfig(data="mix:bos_at_row_start=true")
