@@ -137,6 +137,11 @@ def passkey_grid(model, tokenizer, lengths, depths, trials: int, *, seed: int = 
             "accuracy": [[accuracy[(n, d)] for d in depths] for n in lengths]}
 
 
+def accuracy_at_length(grid: dict, length: int) -> list[float]:
+    """A passkey grid's accuracies by depth at one prompt length (a grid measured at several lengths holds a row each)."""
+    return grid["accuracy"][grid["lengths"].index(length)]
+
+
 def plot_passkey_heatmap(grid: dict, title: str, ax=None, path=None):
     """Accuracy heatmap: rows = prompt length, columns = depth of the key; returns the figure."""
     from .plotting import figure, save

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from . import data
+from .passkey import accuracy_at_length
 from .pretrain import MODEL_DIR
 from .progress import progress_bar
 from .smoke import pick
@@ -432,7 +433,7 @@ def plot_figures(m: dict, out: Path) -> None:
     fig, (ax,) = figure(title=f"passkey at {size.pattern_target} tokens by the pattern trained with")
     for pattern in ("full", "s2", "short"):
         grid = m["passkey_trained"][pattern_cell(pattern, size).name]["mean"]
-        ax.plot([100 * d for d in grid["depths"]], _row(grid, size.pattern_target), marker="o", label=pattern)
+        ax.plot([100 * d for d in grid["depths"]], accuracy_at_length(grid, size.pattern_target), marker="o", label=pattern)
     ax.set_xlabel("depth of the key (% of the filler before it)")
     ax.set_ylabel("accuracy (mean over seeds)")
     ax.set_ylim(-0.05, 1.05)
@@ -452,16 +453,11 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _row(grid: dict, length: int) -> list[float]:
-    """A passkey grid's accuracies by depth at one prompt length (a curve cell's grid holds every evaluation length)."""
-    return grid["accuracy"][grid["lengths"].index(length)]
-
-
 def _far_passkey(m: dict, cell: Cell) -> list[float]:
     """Per seed: passkey accuracy at the cell's length over the depths whose key lies more than one group (a quarter
     of the length) back."""
     far = [i for i, d in enumerate(m["grid"]["passkey_depths"]) if (1 - d) > 0.25]
-    return [statistics.fmean(_row(grid, cell.context)[i] for i in far) for grid in m["passkey_trained"][cell.name]["by_seed"]]
+    return [statistics.fmean(accuracy_at_length(grid, cell.context)[i] for i in far) for grid in m["passkey_trained"][cell.name]["by_seed"]]
 
 
 def format_tables(m: dict, figures_from: Path | None = None) -> str:
@@ -485,7 +481,7 @@ def format_tables(m: dict, figures_from: Path | None = None) -> str:
               f"| passkey at {p} by depth {depths} % |", "|---|---:|---:|---:|---:|---:|---|"]
     for a in ("full", "s2", "short"):
         name = pattern_cell(a, grid).name
-        r, key = t[name], _row(m["passkey_trained"][name]["mean"], p)
+        r, key = t[name], accuracy_at_length(m["passkey_trained"][name]["mean"], p)
         own = lambda c: fmt(r[c]["own"]) if "own" in r[c] else "(same)"  # noqa: E731
         lines.append(f"| {a} | {seeds(name)} | {fmt(r['books']['full'])} | {own('books')} | {fmt(r['code']['full'])} "
                      f"| {own('code')} | {' / '.join(f'{v:.0%}' for v in key)} |")
