@@ -84,6 +84,20 @@ def make_passkey_sample(tokenizer, length: int, depth: float, key: int) -> Passk
     return PasskeySample(ids, encode(f" {key}"), key, len(head) + len(unit) * before, depth)
 
 
+def in_haystack(sample: PasskeySample, tokenizer, text: list[int]) -> PasskeySample:
+    """The same prompt (length, instruction, key line at its place, question) with every filler token replaced by
+    `text` in order (at least as many tokens as the prompt): real text as the haystack instead of five sentences."""
+    def count(part):
+        return len(tokenizer(part, add_special_tokens=False)["input_ids"])
+
+    ids = list(sample.input_ids)
+    head, line, tail = count(INSTRUCTION), count(key_line(sample.key)), count(QUESTION)
+    before, after = sample.key_start - head, len(ids) - tail - sample.key_start - line
+    ids[head : sample.key_start] = text[:before]
+    ids[sample.key_start + line : len(ids) - tail] = text[before : before + after]
+    return PasskeySample(ids, sample.answer_ids, sample.key, sample.key_start, sample.depth)
+
+
 def random_passkey_sample(tokenizer, length: int, rng: random.Random, depth: float | None = None) -> PasskeySample:
     key = rng.randrange(*KEY_RANGE)
     return make_passkey_sample(tokenizer, length, rng.random() if depth is None else depth, key)

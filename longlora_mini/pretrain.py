@@ -50,7 +50,7 @@ import torch
 
 from . import data
 from .files import write_then_swap
-from .passkey import INSTRUCTION, QUESTION, PasskeySample, key_line, random_passkey_sample, shortest_prompt
+from .passkey import PasskeySample, in_haystack, random_passkey_sample, shortest_prompt
 from .progress import progress_bar
 
 MODEL_DIR = data.DATA_DIR / "mini-llama-256"
@@ -188,16 +188,9 @@ class MixedRows:
         return (prefix + body + self.natural())[:row_len]
 
     def in_natural_haystack(self, sample: PasskeySample) -> PasskeySample:
-        """The same prompt (length, instruction, key line at the same place, question) with every filler token
-        replaced by a stretch of training text."""
-        ids, encode = list(sample.input_ids), lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        head, line, tail = len(encode(INSTRUCTION)), len(encode(key_line(sample.key))), len(encode(QUESTION))
-        text = self.natural()  # seq_len tokens: enough for any prompt of a row
-        before = sample.key_start - head
-        after = len(ids) - tail - sample.key_start - line
-        ids[head : sample.key_start] = text[:before]
-        ids[sample.key_start + line : len(ids) - tail] = text[before : before + after]
-        return PasskeySample(ids, sample.answer_ids, sample.key, sample.key_start, sample.depth)
+        """The same prompt with every filler token replaced by a stretch of training text (a row's worth: enough for
+        any prompt of a row)."""
+        return in_haystack(sample, self.tokenizer, self.natural())
 
     def copy_row(self, alphabet: int) -> list[int]:
         """[A A]: A is 8-48 distinct symbols of the first `alphabet` ones (0: a span of training text)."""

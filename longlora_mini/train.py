@@ -177,10 +177,19 @@ def mixture_config(spec: str, context_length: int):
         if not sep or key not in MIXTURE_SETTINGS:
             raise ValueError(f"bad mixture setting {item!r} in --data {spec!r}: write mix:KEY=VALUE,... with KEY one of "
                              f"{', '.join(MIXTURE_SETTINGS)}")
-        if key == "bos_at_row_start" and value not in ("0", "1"):
-            raise ValueError(f"bos_at_row_start takes 0 or 1 in --data {spec!r}, got {value!r}")
-        overrides[key] = value if key == "passkey_haystack" else value == "1" if key == "bos_at_row_start" else float(value)
+        overrides[key] = _mixture_value(key, value, spec)
     return PretrainConfig(seq_len=context_length, **overrides)
+
+
+def _mixture_value(key: str, value: str, spec: str):
+    """One mixture setting's value: a haystack name, a 0/1 switch, or a share."""
+    if key == "passkey_haystack":
+        return value
+    if key == "bos_at_row_start":
+        if value not in ("0", "1"):
+            raise ValueError(f"bos_at_row_start takes 0 or 1 in --data {spec!r}, got {value!r}")
+        return value == "1"
+    return float(value)
 
 
 def training_rows(config: TrainConfig, tokenizer, per_step: int):

@@ -13,10 +13,9 @@ import random
 
 import torch
 
-from longlora_mini.models import load_any
 from longlora_mini import data
-from longlora_mini.passkey import (FILLER, FIRST_NUMBER, INSTRUCTION, QUESTION, generating_past_the_window, key_line,
-                                   random_passkey_sample)
+from longlora_mini.models import load_any
+from longlora_mini.passkey import FILLER, FIRST_NUMBER, generating_past_the_window, in_haystack, random_passkey_sample
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("model", help='"mini", a model folder, or a train run\'s final/')
@@ -40,24 +39,19 @@ books = data.load_tokens("books", "test") if args.haystack == "books" else None
 
 
 def in_books(sample, rng):
-    """The prompt with each filler stretch (before and after the key line) replaced by running books-test text."""
-    ids, encode = list(sample.input_ids), lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
-    head, line, tail = len(encode(INSTRUCTION)), len(encode(key_line(sample.key))), len(encode(QUESTION))
-    start = rng.randrange(len(books) - len(ids))
-    text = [int(t) for t in books[start:start + len(ids)]]
-    before, after = sample.key_start - head, len(ids) - tail - sample.key_start - line
-    ids[head:sample.key_start] = text[:before]
-    ids[sample.key_start + line:len(ids) - tail] = text[before:before + after]
-    return ids
+    """The prompt with its filler replaced by running books-test text from a random place."""
+    start = rng.randrange(len(books) - len(sample.input_ids))
+    return in_haystack(sample, tokenizer, [int(t) for t in books[start:start + len(sample.input_ids)]]).input_ids
+
 
 for cell in args.cells.split(","):
     length, depth, *lead = cell.split(":")
     length, depth, lead = int(length), float(depth), int(lead[0]) if lead else 0
     rng = random.Random(f"0-{length}-{depth}")  # passkey_grid's keys for (length, depth) when lead is 0
+    prefix = (filler * (lead // len(filler) + 1))[:lead]  # `lead` filler tokens before the instruction
     hits, nll, distance = 0, 0.0, 0
     for _ in range(args.keys):
         sample = random_passkey_sample(tokenizer, length - lead - args.bos, rng, depth)
-        prefix = (filler * (lead // len(filler) + 1))[:lead]
         prompt = [tokenizer.bos_token_id] * args.bos + prefix + (in_books(sample, rng) if books is not None else sample.input_ids)  # (length,)
         distance += len(prompt) - (args.bos + lead + sample.key_start)
         ids = torch.tensor([prompt + sample.answer_ids])  # (1, length + answer)
