@@ -314,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--seed", type=int)
     pre.add_argument("--repeat-share", dest="repeat_share", type=float, help="share of rows with a repeated span")
     pre.add_argument("--passkey-share", dest="passkey_share", type=float, help="share of passkey rows")
+    pre.add_argument("--layers", type=int, help="decoder layers (default 6)")
+    pre.add_argument("--heads", type=int, help="attention heads per layer (default 8: head_dim 32)")
+    pre.add_argument("--rope-theta", dest="rope_theta", type=float, help="rotary base (default 10000, Llama-2's)")
+    pre.add_argument("--position-scale-share", dest="position_scale_share", type=float,
+                     help="share of mixture rows trained at positions t * s (default 0.2)")
+    pre.add_argument("--position-scale-min", dest="position_scale_min", type=float,
+                     help="the smallest scale s drawn for those rows (default 0.125: PI x2-x8 stay inside)")
     pre.add_argument("--save-every", type=int, default=100, help="save the resumable state every K steps (default 100; 0: never)")
     pre.add_argument("--resume", action="store_true", help="continue an interrupted run from its saved state (OUT.state)")
     pre.set_defaults(run=_pretrain)

@@ -110,6 +110,9 @@ class PretrainConfig:
             raise ValueError(f"passkey_haystack must be one of {PASSKEY_HAYSTACKS}, got {self.passkey_haystack!r}")
         if not 0.0 <= self.passkey_min_length_share < 1.0:
             raise ValueError(f"passkey_min_length_share must be in [0, 1), got {self.passkey_min_length_share}")
+        if self.head_dim is None and self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} does not split into {self.heads} heads: pick a number of "
+                             f"heads that divides it, or set head_dim")
         if not (0.0 <= self.position_scale_share <= 1.0 and 0.0 < self.position_scale_min <= 1.0):
             raise ValueError(f"position_scale_share must be in [0, 1] and position_scale_min in (0, 1]; got "
                              f"{self.position_scale_share} and {self.position_scale_min}")

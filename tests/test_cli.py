@@ -21,9 +21,11 @@ def test_bench_attention_prints_ratios_and_writes_json(tmp_path):
 
 
 def test_pretrain_in_smoke_mode_writes_a_checkpoint(tmp_path):
-    result = run_cli("pretrain", "--out", "model", tmp_path=tmp_path)
+    result = run_cli("pretrain", "--out", "model", "--layers", "2", "--position-scale-min", "0.25", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "model" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["num_hidden_layers"] == 2
+    assert json.loads((tmp_path / "model" / "pretrain_config.json").read_text())["position_scale_min"] == 0.25
     metrics = [json.loads(line) for line in (tmp_path / "model" / "metrics.jsonl").read_text().splitlines()]
     assert [m["phase"] for m in metrics] == ["copy-64", "copy-0", "passkey", "passkey", "mixture", "mixture", "mixture"]
 

@@ -66,6 +66,12 @@ def test_natural_haystack_passkey_rows_keep_the_prompt_and_replace_only_the_fill
         PretrainConfig(passkey_haystack="haystack")
 
 
+def test_a_width_that_does_not_split_into_the_heads_is_refused():
+    with pytest.raises(ValueError, match="does not split into 3 heads"):
+        PretrainConfig(heads=3)
+    assert PretrainConfig(heads=3, head_dim=32).head_width == 32  # an explicit head_dim is the fix it names
+
+
 def test_a_passkey_warm_up_too_short_for_a_prompt_is_refused_with_the_length_it_needs(rows):
     too_short = PretrainConfig(passkey_warmup_steps=10, passkey_warmup_len=rows.shortest_passkey - 1)
     with pytest.raises(ValueError, match=rf"allows \({rows.shortest_passkey} tokens\): raise it"):
