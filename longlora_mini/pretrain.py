@@ -61,7 +61,7 @@ PASSKEY_HAYSTACKS = ("filler", "natural")
 class PretrainConfig:
     seq_len: int = 256
     hidden_size: int = 256
-    layers: int = 6
+    layers: int = 8  # 8, not 6: a larger cliff, a better fit, the demo inside its in-window bar (probe P38)
     heads: int = 8  # head_dim 32 (probes P22-P23: 8 heads of 32 hold a cliff past the window and retrieve 98-100 %)
     head_dim: int | None = None  # None: hidden_size / heads; set, the heads' width apart from their number (probes)
     intermediate_size: int = 688
