@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
-# lr 5e-4, the demo's: the base takes PI x2 nearly for free, and 3 steps at 2e-3 raise its validation loss (+0.008)
+# lr 5e-4, the demo's rate; 3 steps: enough to compare two processes with one, too few to lower the loss
 TRAIN_ARGS = ["--context-length", "512", "--max-steps", "3", "--batch-size", "1", "--save-every", "2",
               "--eval-windows", "2", "--lr", "5e-4", "--warmup-steps", "1", "--report-to", "none"]
 
@@ -76,10 +77,12 @@ def test_two_processes_train_like_one(config, single_process, tmp_path):
     ref_losses, ref_report = single_process
     assert losses == pytest.approx(ref_losses, abs=2e-4)
     assert report["val_loss_after"] == pytest.approx(ref_report["val_loss_after"], abs=2e-4)
-    assert report["val_loss_after"] < report["val_loss_before"]  # and it learnt something
+    # the optimizer stepped: LoRA's B starts at zero (3 steps do not yet lower the loss on this base, which takes PI x2
+    # nearly for free; tests/test_train.py checks that a longer run does)
+    adapter = load_file(tmp_path / "final" / "adapter_model.safetensors")
+    assert any(float(w.abs().max()) > 0 for name, w in adapter.items() if "lora_B" in name), sorted(adapter)[:4]
     if config:  # a DeepSpeed checkpoint really came from DeepSpeed
         assert (tmp_path / "checkpoints" / "step-000002" / "pytorch_model").is_dir()
-    assert (tmp_path / "final" / "adapter_model.safetensors").exists()
 
 
 def test_a_rank_that_cannot_reach_the_others_fails_fast_and_names_the_address(tmp_path):
