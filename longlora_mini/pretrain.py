@@ -31,8 +31,8 @@ repeated-span copy check, passkey accuracy inside and outside the window).
 Random copies and filler haystacks are copy drills that teach heads to work at any distance: measured here, they
 take most of the loss cliff past the window away (data/results/probes.md, P7-P8), which the miniature needs to
 keep (Llama-2 fails past its 4k window). The defaults are the recipe of base-hay in that lab notebook (P9) with
-8 heads of 32, theta 10000 and a fifth of the mixture rows at scaled positions (P22-P24): 6 layers, width 256, a
-512-token vocabulary, 2,600 steps.
+8 heads of 32, theta 10000 and a fifth of the mixture rows at scaled positions (P22-P24): 8 layers (P38), width 256,
+a 512-token vocabulary, 2,600 steps.
 """
 
 from __future__ import annotations

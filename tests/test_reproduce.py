@@ -129,8 +129,8 @@ def test_the_recorded_demo_stays_close_to_the_base_inside_the_old_window(seed_di
 
 @pytest.mark.xfail(strict=True, reason="issue 16: at 1024 no key at depth 0 (about 1000 tokens back) is found, 50-80 % "
                    "at depths 50-100 %; at 512 80-100 % at every depth; no rate, budget, passkey share, attention pattern, "
-                   "logit scale, full fine-tuning or base (6 or 8 layers, BOS first) tried finds them (data/results/probes.md, P24, "
-                   "P25, P28-P30, P36-P38)")
+                   "logit scale, full fine-tuning, group size, interpolation factor or base (6 or 8 layers, BOS first) tried finds "
+                   "them (data/results/probes.md, P24, P25, P28-P30, P36-P39)")
 def test_the_recorded_demo_finds_the_key_up_to_the_new_length_and_not_past_it():
     """Passkey at 1024 (10 keys at each of 3 depths): at least 80 % at every depth after extension, at most 10 % before
     (the base fails past its window); past the new length (2048) the extended model fails again."""
@@ -193,6 +193,9 @@ def test_verdicts_follow_the_numbers():
     assert verdicts(measurements(short=8.6, spread=0.4, far_keys=(0.9, 0.9)))[0] == "agrees"
     assert verdicts(measurements(short=8.1, far_keys=(0.9, 0.5)))[0] == "agrees"
     assert verdicts(measurements(short=8.1, far_keys=(0.5, 0.9)))[0] == "differs"  # S²'s keys at 512, not at 256
+    # worse on one count and better on the other, each with the seed ranges apart: only partly the paper's claim
+    assert verdicts(measurements(short=7.9, far_keys=(0.9, 0.5)))[0] == "partly agrees"
+    assert verdicts(measurements(short=8.6, far_keys=(0.5, 0.9)))[0] == "partly agrees"
     assert verdicts(measurements(lora=8.15))[1] == "differs"  # no LoRA gap for LoRA+ to close
     assert verdicts(measurements(plus=8.6))[1] == "differs"  # LoRA+ more than 5 % from full fine-tuning
     assert verdicts(measurements(lora=8.5, plus=8.2, spread=0.4))[1] == "differs"  # LoRA vs LoRA+ within the spread
