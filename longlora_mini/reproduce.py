@@ -490,18 +490,18 @@ def format_tables(m: dict, figures_from: Path | None = None) -> str:
     full, s2, short = (t[pattern_cell(a, grid).name]["books"]["full"] for a in ("full", "s2", "short"))
     own = t[pattern_cell("s2", grid).name]["books"]["own"]["mean"]
     close = abs(s2["mean"] - full["mean"]) <= 0.03 * full["mean"]
-    short_ppl = _apart(short, s2) and short["mean"] > s2["mean"]
-    short_better_ppl = _apart(short, s2) and short["mean"] < s2["mean"]
     far_s2, far_short = (_far_passkey(m, pattern_cell(a, grid)) for a in ("s2", "short"))
-    short_keys, short_better_keys = max(far_short) < min(far_s2), min(far_short) > max(far_s2)
-    lines += ["", "Verdict: " + _verdict(close and own > s2["mean"] and (short_ppl or short_keys),
+    # +1 where short attention is worse than S² with the seed ranges apart, -1 where better, 0 where they overlap
+    ppl_sign = (1 if short["mean"] > s2["mean"] else -1) if _apart(short, s2) else 0
+    keys_sign = 1 if max(far_short) < min(far_s2) else -1 if min(far_short) > max(far_s2) else 0
+    lines += ["", "Verdict: " + _verdict(close and own > s2["mean"] and (ppl_sign > 0 or keys_sign > 0),
               f"S² is {100 * (s2['mean'] / full['mean'] - 1):+.1f}% from full attention on books (paper +0.2%; bar 3%); "
               f"scored with its own pattern {100 * (own / s2['mean'] - 1):+.1f}% (paper +7.5%); short attention "
               f"{100 * (short['mean'] / s2['mean'] - 1):+.1f}% from S² ("
-              + ("seed ranges apart" if _apart(short, s2) else "within the seeds' spread")
+              + ("seed ranges apart" if ppl_sign else "within the seeds' spread")
               + f"), keys more than a group back {statistics.fmean(far_short):.0%} against S²'s "
-              f"{statistics.fmean(far_s2):.0%} (" + ("seed ranges apart" if short_keys else "ranges overlap") + ")",
-              partly=(short_ppl and short_better_keys) or (short_keys and short_better_ppl)), ""]
+              f"{statistics.fmean(far_s2):.0%} (" + ("seed ranges apart" if keys_sign else "ranges overlap") + ")",
+              partly=ppl_sign * keys_sign < 0), ""]
 
     lines += [f"**Fine-tuning method** (all with S²-Attn, 256 -> {q}). Paper: " + m["paper"]["methods"], "",
               "| method | rank | trainable | seeds | books | code |", "|---|---:|---:|---:|---:|---:|"]
