@@ -50,7 +50,7 @@ import torch
 
 from . import data
 from .files import write_then_swap
-from .passkey import PasskeySample, in_haystack, random_passkey_sample, shortest_prompt
+from .passkey import INSTRUCTION, PasskeySample, in_haystack, random_passkey_sample, shortest_prompt
 from .progress import progress_bar
 
 MODEL_DIR = data.DATA_DIR / "mini-llama-256"
@@ -92,6 +92,10 @@ class PretrainConfig:
     # passkey prompts run from the shortest one up to the whole row; raise this share of the row to draw only long
     # prompts (keys far back among many keys: what an extension to a longer window must teach retrieval to reach)
     passkey_min_length_share: float = 0.0
+    # a share of passkey rows drawn longer than the row by up to the instruction's length, their start cut off as a
+    # pretraining chunk cuts a document: keys as far back as the row reaches. Whole prompts keep the key within
+    # 75 % of a 256-token window (a 75-token instruction), where Llama-2's 4k window holds its key up to 99 %
+    passkey_cut_share: float = 0.0
     bos_at_row_start: bool = False  # every mixture row starts with BOS: a fixed first token, as a sink
     # a share of mixture rows trained at positions t * s, s drawn from [position_scale_min, 1): the rotary angles of
     # the window at finer steps, never one past it (the cliff stays). Makes untrained position interpolation cheaper
@@ -110,6 +114,8 @@ class PretrainConfig:
             raise ValueError(f"passkey_haystack must be one of {PASSKEY_HAYSTACKS}, got {self.passkey_haystack!r}")
         if not 0.0 <= self.passkey_min_length_share < 1.0:
             raise ValueError(f"passkey_min_length_share must be in [0, 1), got {self.passkey_min_length_share}")
+        if not 0.0 <= self.passkey_cut_share <= 1.0:
+            raise ValueError(f"passkey_cut_share must be in [0, 1], got {self.passkey_cut_share}")
         if self.head_dim is None and self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} does not split into {self.heads} heads: pick a number of "
                              f"heads that divides it, or set head_dim")
@@ -148,6 +154,7 @@ class MixedRows:
         specials = set(tokenizer.all_special_ids)
         self.symbols = [t for t in range(len(tokenizer)) if t not in specials]
         self.shortest_passkey = max(120, shortest_prompt(tokenizer))  # 120 with the 4096-token vocabulary
+        self.instruction_len = len(tokenizer(INSTRUCTION, add_special_tokens=False)["input_ids"])
         if config.passkey_warmup_steps and config.passkey_warmup_len < self.shortest_passkey:
             raise ValueError(f"passkey_warmup_len {config.passkey_warmup_len} is shorter than the shortest passkey prompt "
                              f"this tokenizer allows ({self.shortest_passkey} tokens): raise it to at least that")
@@ -179,13 +186,20 @@ class MixedRows:
 
     def passkey(self, row_len: int | None = None) -> list[int]:
         """Natural text ending in EOS, a passkey prompt of 120 to row_len - 8 tokens with its answer and EOS,
-        natural text again; the prompt starts anywhere, so no position of the window is special."""
+        natural text again; the prompt starts anywhere, so no position of the window is special. A cut row
+        (passkey_cut_share) draws a prompt longer than the row by up to the instruction's length and drops what does
+        not fit from its start: the instruction, never the key line, which comes after it."""
         row_len, eos = row_len or self.config.seq_len, self.tokenizer.eos_token_id
         shortest = min(max(self.shortest_passkey, int(self.config.passkey_min_length_share * row_len)), row_len - 8)
-        sample = random_passkey_sample(self.tokenizer, self.rng.randint(shortest, row_len - 8), self.rng)
+        cut = self.config.passkey_cut_share and self.rng.random() < self.config.passkey_cut_share  # no draw at 0
+        if cut:  # a prompt that fills the row and then some: the key anywhere from the question to the row's start
+            shortest = row_len - 8
+        longest = row_len - 8 + (self.instruction_len if cut else 0)
+        sample = random_passkey_sample(self.tokenizer, self.rng.randint(shortest, longest), self.rng)
         if self.config.passkey_haystack == "natural":
             sample = self.in_natural_haystack(sample)
         body = sample.input_ids + sample.answer_ids + [eos]
+        body = body[max(0, len(body) - row_len):]  # (a cut row) the instruction's start goes, the key line stays
         lead = self.rng.randint(0, row_len - len(body))
         prefix = self.natural()[: lead - 1] + [eos] if lead else []
         return (prefix + body + self.natural())[:row_len]

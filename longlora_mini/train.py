@@ -159,7 +159,7 @@ Example = tuple  # (input_ids, labels) as int64 arrays; labels -100 where no los
 
 
 MIXTURE_SETTINGS = ("repeat_share", "random_copy_share", "passkey_share", "passkey_haystack", "passkey_min_length_share",
-                    "bos_at_row_start")
+                    "passkey_cut_share", "bos_at_row_start")
 
 
 def is_mixture(spec: str) -> bool:

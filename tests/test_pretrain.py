@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from longlora_mini import data
 from longlora_mini.extend import extend_rope
-from longlora_mini.passkey import FILLER, QUESTION, key_line, random_passkey_sample
+from longlora_mini.passkey import FILLER, INSTRUCTION, QUESTION, key_line, random_passkey_sample
 from longlora_mini.pretrain import (MixedRows, PretrainConfig, Phases, build_model, learning_rate, position_arguments,
                                     pretrain)
 
@@ -48,6 +48,30 @@ def test_passkey_rows_hold_a_whole_prompt_and_its_answer(rows):
         assert row[q + len(question) : q + len(question) + len(answer)] == answer
         starts.add(find(row, tokenizer("There is an important", add_special_tokens=False)["input_ids"])[0])
     assert len(starts) > 5, "prompts start at many positions of the row"
+
+
+def test_cut_passkey_rows_keep_the_key_line_and_reach_keys_farther_back_than_whole_prompts():
+    tokenizer = data.load_tokenizer()
+    question = tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
+
+    def farthest_key(config, n=60):
+        rows, farthest = MixedRows(config, tokenizer, random.Random(1)), 0
+        for _ in range(n):
+            row = rows.passkey()
+            assert len(row) == 256
+            (q,) = find(row, question)
+            text = tokenizer.decode(row[: q + len(question) + 7])
+            key = int(text.split("The pass key is ")[1].split(".")[0])  # the key line is whole
+            line = tokenizer(key_line(key), add_special_tokens=False)["input_ids"]
+            answer = tokenizer(f" {key}", add_special_tokens=False)["input_ids"]
+            assert row[q + len(question) : q + len(question) + len(answer)] == answer
+            (k,) = find(row, line)
+            farthest = max(farthest, q + len(question) - k)
+        return farthest
+
+    instruction = len(tokenizer(INSTRUCTION, add_special_tokens=False)["input_ids"])
+    whole, cut = farthest_key(PretrainConfig()), farthest_key(PretrainConfig(passkey_cut_share=1.0))
+    assert whole <= 256 - instruction < cut, (whole, cut)  # whole prompts: never farther than the row minus it
 
 
 def test_natural_haystack_passkey_rows_keep_the_prompt_and_replace_only_the_filler():
