@@ -94,7 +94,7 @@ class PretrainConfig:
     passkey_min_length_share: float = 0.0
     # a share of passkey rows drawn longer than the row by up to the instruction's length, their start cut off as a
     # pretraining chunk cuts a document: keys as far back as the row reaches. Whole prompts keep the key within
-    # 75 % of a 256-token window (a 75-token instruction), where Llama-2's 4k window holds its key up to 99 %
+    # 71 % of a 256-token window (a 75-token instruction), where Llama-2's 4k window holds its key up to 99 %
     passkey_cut_share: float = 0.0
     bos_at_row_start: bool = False  # every mixture row starts with BOS: a fixed first token, as a sink
     # a share of mixture rows trained at positions t * s, s drawn from [position_scale_min, 1): the rotary angles of
@@ -190,11 +190,11 @@ class MixedRows:
         (passkey_cut_share) draws a prompt longer than the row by up to the instruction's length and drops what does
         not fit from its start: the instruction, never the key line, which comes after it."""
         row_len, eos = row_len or self.config.seq_len, self.tokenizer.eos_token_id
-        shortest = min(max(self.shortest_passkey, int(self.config.passkey_min_length_share * row_len)), row_len - 8)
-        cut = self.config.passkey_cut_share and self.rng.random() < self.config.passkey_cut_share  # no draw at 0
-        if cut:  # a prompt that fills the row and then some: the key anywhere from the question to the row's start
-            shortest = row_len - 8
-        longest = row_len - 8 + (self.instruction_len if cut else 0)
+        longest = row_len - 8
+        shortest = min(max(self.shortest_passkey, int(self.config.passkey_min_length_share * row_len)), longest)
+        if self.config.passkey_cut_share and self.rng.random() < self.config.passkey_cut_share:  # no draw at 0
+            # a cut row: a prompt that fills the row and then some, the key anywhere back to the row's start
+            shortest, longest = longest, longest + self.instruction_len
         sample = random_passkey_sample(self.tokenizer, self.rng.randint(shortest, longest), self.rng)
         if self.config.passkey_haystack == "natural":
             sample = self.in_natural_haystack(sample)
