@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--repeat-share", dest="repeat_share", type=float, help="share of rows with a repeated span")
     pre.add_argument("--passkey-share", dest="passkey_share", type=float, help="share of passkey rows")
     pre.add_argument("--passkey-cut-share", dest="passkey_cut_share", type=float,
-                     help="share of passkey rows cut at the start, keys up to the row's length back (default 0)")
+                     help="share of passkey rows cut at the start, keys up to the row's length back (default 0.5)")
     pre.add_argument("--layers", type=int, help="decoder layers (default 8)")
     pre.add_argument("--heads", type=int, help="attention heads per layer (default 8: head_dim 32)")
     pre.add_argument("--rope-theta", dest="rope_theta", type=float, help="rotary base (default 10000, Llama-2's)")

@@ -94,8 +94,9 @@ class PretrainConfig:
     passkey_min_length_share: float = 0.0
     # a share of passkey rows drawn longer than the row by up to the instruction's length, their start cut off as a
     # pretraining chunk cuts a document: keys as far back as the row reaches. Whole prompts keep the key within
-    # 71 % of a 256-token window (a 75-token instruction), where Llama-2's 4k window holds its key up to 99 %
-    passkey_cut_share: float = 0.0
+    # 71 % of a 256-token window (a 75-token instruction), where Llama-2's 4k window holds its key up to 99 %. Half
+    # (P41): the base keeps its reach across the window under x4 interpolation; all (1.0) loses it at every depth
+    passkey_cut_share: float = 0.5
     bos_at_row_start: bool = False  # every mixture row starts with BOS: a fixed first token, as a sink
     # a share of mixture rows trained at positions t * s, s drawn from [position_scale_min, 1): the rotary angles of
     # the window at finer steps, never one past it (the cliff stays). Makes untrained position interpolation cheaper

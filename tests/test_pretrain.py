@@ -36,10 +36,11 @@ def test_random_copy_rows_hold_the_same_random_span_twice(rows):
 
 def test_passkey_rows_hold_a_whole_prompt_and_its_answer(rows):
     tokenizer = rows.tokenizer
+    whole_prompts = MixedRows(PretrainConfig(passkey_cut_share=0.0), tokenizer, random.Random(0))  # none cut
     question = tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
     starts = set()
     for _ in range(30):
-        row = rows.passkey()
+        row = whole_prompts.passkey()
         assert len(row) == 256
         (q,) = find(row, question)
         text = tokenizer.decode(row)
@@ -70,7 +71,8 @@ def test_cut_passkey_rows_keep_the_key_line_and_reach_keys_farther_back_than_who
         return farthest
 
     instruction = len(tokenizer(INSTRUCTION, add_special_tokens=False)["input_ids"])
-    whole, cut = farthest_key(PretrainConfig()), farthest_key(PretrainConfig(passkey_cut_share=1.0))
+    whole = farthest_key(PretrainConfig(passkey_cut_share=0.0))
+    cut = farthest_key(PretrainConfig(passkey_cut_share=1.0))
     assert whole <= 256 - instruction < cut, (whole, cut)  # whole prompts: never farther than the row minus it
 
 
