@@ -102,8 +102,8 @@ def test_recipes_hold_known_keys_only(tmp_path):
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     """A short S²-Attn + LoRA+ run at 1024 (4x the base model's context), at the demo's rate. (The base loses only
-    0.17 nats to untrained x4 interpolation: 12 steps at 5e-4 to 2e-3 do not yet lower the loss, 40 at 5e-4 do, by
-    0.023 nats on these 8 windows; measured 2026-12-06.)"""
+    0.18 nats to untrained x4 interpolation: 12 steps at 5e-4 to 2e-3 do not yet lower the loss, 40 at 5e-4 do, by
+    0.029 nats on these 8 windows; measured 2026-12-06 on the committed base.)"""
     out = tmp_path_factory.mktemp("runs") / "s2-1024"
     config = TrainConfig(output_dir=str(out), context_length=1024, attention="s2", method="lora+", max_steps=40,
                          grad_accum=1, lr=5e-4, warmup_steps=2, save_every=0, eval_windows=8, report_to="none")
