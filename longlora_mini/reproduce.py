@@ -1,4 +1,4 @@
-"""The paper's claims measured on the mini model (`longlora-mini reproduce`) and the five-minute
+"""The paper's claims measured on the mini model (`longlora-mini reproduce`) and the six-minute
 version of the main idea (`longlora-mini demo`).
 
 reproduce runs one grid on the committed mini base model (window 256), each claim at the factor where
