@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from . import data
+from .options import DEFAULT_GROUP_SIZE_RATIO
 from .passkey import accuracy_at_length
 from .pretrain import MODEL_DIR
 from .progress import progress_bar
@@ -86,7 +87,7 @@ class GridSize:
     rows_per_step: int = 4
     data: str = "mix"  # the pretraining mixture at the new length (natural text, repeated spans, passkey rows)
     lr: float = GRID_LR
-    group_size_ratio: float = 0.25  # S²-Attn groups as a share of each cell's length: the paper's quarter
+    group_size_ratio: float = DEFAULT_GROUP_SIZE_RATIO  # S²-Attn groups as a share of each cell's length
     lr_scheduler: str = "cosine"  # a short run ends at a low rate instead of wandering at a high one; or "constant"
     full_lr: float = 3e-4  # full fine-tuning: the best of 3e-5, 1e-4, 3e-4, 1e-3 at 4x (probes.md, P29)
     lora_rank: int = 8  # every LoRA / LoRA+ cell, as the paper's r = 8 throughout (and the demo's)

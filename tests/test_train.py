@@ -101,7 +101,7 @@ def test_recipes_hold_known_keys_only(tmp_path):
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
-    """A short S²-Attn + LoRA+ run at 1024 (4x the base model's context), at the demo's rate. (The base loses only
+    """A short S²-Attn + LoRA+ run at 1024 (4x the base model's context), at the grid's rate. (The base loses only
     0.18 nats to untrained x4 interpolation: 12 steps at 5e-4 to 2e-3 do not yet lower the loss, 40 at 5e-4 do, by
     0.029 nats on these 8 windows; measured 2026-12-06 on the committed base.)"""
     out = tmp_path_factory.mktemp("runs") / "s2-1024"
