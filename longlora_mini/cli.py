@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .files import DATA_DIR
 from .smoke import ENV_VAR, pick, smoke_mode
 
 
@@ -65,7 +66,7 @@ def _pretrain(args) -> int:
     from dataclasses import fields
     from pathlib import Path
 
-    from .pretrain import MODEL_DIR, PretrainConfig, pretrain
+    from .lab.pretrain import MODEL_DIR, PretrainConfig, pretrain
     from .smoke import smoke_mode
 
     overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig) if getattr(args, f.name, None) is not None}
@@ -95,7 +96,7 @@ def _sft(args) -> int:
 
 
 def _data_qa(args) -> int:
-    from .qa import LENGTHS, TRAIN_PER_LENGTH, build
+    from .lab.qa import LENGTHS, TRAIN_PER_LENGTH, build
 
     if args.lengths and not args.train_per_length:
         raise SystemExit("--lengths needs --train-per-length too (one count, or one per length)")
@@ -111,7 +112,7 @@ def _generate(args) -> int:
     from transformers import TextStreamer
 
     from .models import FourBitUnavailable, load_any
-    from .qa import generate_answer, instruction
+    from .lab.qa import generate_answer, instruction
     from .sft import prompt_ids
 
     try:
@@ -223,7 +224,7 @@ def _eval_passkey(args) -> int:
 def _eval_qa(args) -> int:
     import json
 
-    from .qa import evaluate_items, paired_gain
+    from .lab.qa import evaluate_items, paired_gain
     from .sft import load_items
 
     items = load_items(args.data)
@@ -247,7 +248,7 @@ def _eval_qa(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .reproduce import RESULTS_DIR, run_grid
+    from .lab.reproduce import RESULTS_DIR, run_grid
 
     out = Path(args.out) if args.out else (Path("runs/reproduce-smoke") if smoke_mode() else RESULTS_DIR)
     measurements = run_grid(out, update_readme=not args.no_readme and not smoke_mode())
@@ -257,7 +258,7 @@ def _reproduce(args) -> int:
 
 
 def _demo(args) -> int:
-    from .reproduce import demo, format_demo
+    from .lab.reproduce import demo, format_demo
 
     out = Path(args.out)
     if (out / "demo.json").exists() and not args.again:
@@ -388,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     qa_eval.add_argument("--model", action="append", required=True, help="as for eval ppl; repeat to compare")
     qa_eval.add_argument("--label", action="append")
     qa_eval.add_argument("--pi-length", type=int, action="append")
-    qa_eval.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "data" / "qa" / "longqa_test.json"))
+    qa_eval.add_argument("--data", default=str(DATA_DIR / "qa" / "longqa_test.json"))
     qa_eval.add_argument("--template", choices=TEMPLATES, default="llama2")
     qa_eval.add_argument("--json")
     qa_eval.set_defaults(run=_eval_qa)

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import DATA_DIR
+
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TOKENIZER_DIR = DATA_DIR / "tokenizer"
 TOKENS_DIR = DATA_DIR / "tokens"
 MANIFEST = DATA_DIR / "manifest.json"

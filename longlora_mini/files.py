@@ -1,10 +1,23 @@
-"""Files and folders: writing folders so that a crash never leaves a half-written one in place; paths as logs show them."""
+"""Where things live and how they are written: the repository's folders, and writes that a crash never leaves
+half done (a folder or a text file is either the old one or the new one, never a mix).
+
+The package is used from its checkout (`pip install -e .`, which scripts/setup.sh does): its corpora, tokenizer,
+mini base model, recipes and results live in the repository beside it, found from this file's place.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DATA_DIR = REPOSITORY / "data"
+MODEL_DIR = DATA_DIR / "mini-llama-256"  # the committed mini base model
+RESULTS_DIR = DATA_DIR / "results"
+DOCS_DIR = REPOSITORY / "docs"
+RECIPES_DIR = REPOSITORY / "configs" / "recipes"
+RUN_RECORD = "longlora.json"  # what a training run's final/ folder records of its settings and base model
 
 
 def write_then_swap(out_dir: str | Path, write) -> Path:
@@ -24,7 +37,13 @@ def write_then_swap(out_dir: str | Path, write) -> Path:
     return out_dir
 
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file beside it and a rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
 
 
 def shown_path(path: str | Path) -> str:

@@ -14,8 +14,7 @@ import shutil
 from pathlib import Path
 
 from .extend import load_extended, without_peft_deprecation_warning
-from .files import write_then_swap
-from .train import RUN_RECORD
+from .files import RUN_RECORD, write_then_swap
 
 S2_CONFIG_FIELDS = ("s2_group_size_ratio", "s2_group_size", "s2_shift", "s2_backend")
 

@@ -18,7 +18,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .pretrain import MODEL_DIR
+from .files import MODEL_DIR, RUN_RECORD, write_then_swap
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -62,8 +62,6 @@ class FourBitUnavailable(RuntimeError):
 def smollm2_folder() -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face folder (weights dequantised from the GGUF file, its tokenizer),
     written on first use into the cache folder and reused after: every command loads it like any local model."""
-    from .files import write_then_swap
-
     cache = Path(os.environ.get("LONGLORA_MINI_CACHE", Path.home() / ".cache" / "longlora-mini"))
     folder = cache / "smollm2-135m-instruct"
     if not (folder / "config.json").exists():
@@ -115,7 +113,6 @@ def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: st
 
     from .extend import load_extended
     from .merge import load_trained
-    from .train import RUN_RECORD
 
     kwargs = four_bit_loading() if quantize_4bit else {}
 

@@ -40,14 +40,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import data
 from .extend import apply_method, describe_trainable, load_extended, set_attention, trainable_counts
-from .files import shown_path, write_then_swap
+from .files import MODEL_DIR, RUN_RECORD, shown_path, write_then_swap
 from .models import FourBitUnavailable, four_bit_loading, smollm2_folder
 from .options import ATTENTIONS, METHODS, ROPE_SCALINGS, group_size_for
-from .pretrain import MODEL_DIR
 from .progress import progress_bar
 from .sft import IGNORE_INDEX, TEMPLATES, collate, labelled_tokens
 
-RUN_RECORD = "longlora.json"
 LR_SCHEDULERS = ("constant", "cosine")
 
 
@@ -169,7 +167,7 @@ def is_mixture(spec: str) -> bool:
 def mixture_config(spec: str, context_length: int):
     """The PretrainConfig whose rows "mix" or "mix:passkey_share=0.3,passkey_min_length_share=0.5" draws: the
     pretraining mixture at the new length, with the shares of its row kinds (MIXTURE_SETTINGS) changed if asked."""
-    from .pretrain import PretrainConfig
+    from .lab.pretrain import PretrainConfig
 
     overrides = {}
     for item in filter(None, spec.removeprefix("mix").removeprefix(":").split(",")):
@@ -202,7 +200,7 @@ def training_rows(config: TrainConfig, tokenizer, per_step: int):
     changes its shares, see mixture_config).
     """
     if is_mixture(config.data):
-        from .pretrain import MixedRows
+        from .lab.pretrain import MixedRows
 
         if not data.is_project_tokenizer(tokenizer):
             raise ValueError("--data mix is the mini world's pretraining mixture and needs the project tokenizer; "

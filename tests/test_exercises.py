@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from longlora_mini import exercises
-from longlora_mini.exercises import ExerciseFailed
+from longlora_mini.lab import exercises
+from longlora_mini.lab.exercises import ExerciseFailed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks" / "solutions"))
 import solutions  # noqa: E402

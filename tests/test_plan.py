@@ -8,7 +8,7 @@ import pytest
 
 from longlora_mini.extend import apply_method, expected_trainable, trainable_counts
 from longlora_mini.plan import PRESETS, architecture, flops_per_token, plan
-from longlora_mini.pretrain import MODEL_DIR
+from longlora_mini.files import MODEL_DIR
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from longlora_mini import data
 from longlora_mini.extend import extend_rope
 from longlora_mini.passkey import FILLER, INSTRUCTION, QUESTION, key_line, random_passkey_sample
-from longlora_mini.pretrain import (MixedRows, PretrainConfig, Phases, build_model, learning_rate, position_arguments,
+from longlora_mini.lab.pretrain import (MixedRows, PretrainConfig, Phases, build_model, learning_rate, position_arguments,
                                     pretrain)
 
 
@@ -211,7 +211,7 @@ def test_an_interrupted_pretraining_run_resumes_exactly(tmp_path):
 
 def test_head_dim_sets_the_heads_width_apart_from_their_number():
     """A probe's 4 heads of 64 in a width-128 model (P18): the projections widen, the residual stream does not."""
-    from longlora_mini.pretrain import build_model
+    from longlora_mini.lab.pretrain import build_model
 
     config = PretrainConfig(hidden_size=128, layers=1, heads=4, head_dim=64, intermediate_size=64)
     attention = build_model(config, vocab_size=64).model.layers[0].self_attn

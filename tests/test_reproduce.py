@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from longlora_mini import data, reproduce
-from longlora_mini.reproduce import README_BEGIN, README_END, Cell, cells, format_tables, replace_readme_section
-from longlora_mini.train import RUN_RECORD
+from longlora_mini import data
+from longlora_mini.lab import reproduce
+from longlora_mini.lab.reproduce import README_BEGIN, README_END, Cell, cells, format_tables, replace_readme_section
+from longlora_mini.files import RUN_RECORD
 
 
 def run_cli(*args):

@@ -8,7 +8,7 @@ import torch
 
 from longlora_mini import data
 from longlora_mini.extend import apply_method, load_extended, set_attention
-from longlora_mini.pretrain import MODEL_DIR
+from longlora_mini.files import MODEL_DIR
 from longlora_mini.sft import IGNORE_INDEX, collate, encode, labelled_tokens, load_items, prepare, prompt_text
 from longlora_mini.train import TrainConfig, summed_loss, train
 

@@ -22,7 +22,7 @@ from longlora_mini.extend import (
     trainable_counts,
 )
 from longlora_mini.merge import load_trained, merge
-from longlora_mini.pretrain import MODEL_DIR
+from longlora_mini.files import MODEL_DIR
 from longlora_mini.train import TrainConfig, read_recipe, step_rows, train
 
 

@@ -1,7 +1,7 @@
 """Reference solutions to the course's exercises, one function per exercise, named after its check in
 `longlora_mini.exercises` (check_X takes solve_X). A teacher hands out the notebooks without this folder.
 
-    from longlora_mini import exercises
+    from longlora_mini.lab import exercises
     from solutions import solve_s2_mask
     exercises.check_s2_mask(solve_s2_mask)
 """

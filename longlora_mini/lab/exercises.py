@@ -16,10 +16,10 @@ import math
 
 import torch
 
-from .attention import s2_attention_mask
-from .evaluate import strided_windows
-from .options import EXTRA_TRAINABLE, group_size_for
-from .plan import PRESETS, STRATEGIES, architecture_from_config, plan, trainable_parameters
+from ..attention import s2_attention_mask
+from ..evaluate import strided_windows
+from ..options import EXTRA_TRAINABLE, group_size_for
+from ..plan import PRESETS, STRATEGIES, architecture_from_config, plan, trainable_parameters
 
 
 class ExerciseFailed(AssertionError):

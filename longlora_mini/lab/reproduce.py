@@ -38,12 +38,12 @@ from pathlib import Path
 
 import torch
 
-from . import data
-from .options import DEFAULT_GROUP_SIZE_RATIO
-from .passkey import accuracy_at_length
-from .pretrain import MODEL_DIR
-from .progress import progress_bar
-from .smoke import pick
+from .. import data
+from ..options import DEFAULT_GROUP_SIZE_RATIO
+from ..passkey import accuracy_at_length
+from ..files import MODEL_DIR
+from ..progress import progress_bar
+from ..smoke import pick
 
 RESULTS_DIR = data.DATA_DIR / "results" / "reproduce"
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -159,7 +159,7 @@ def base_model_fingerprint() -> str:
 
 def cell_config(cell: Cell, seed: int, out: Path, size: GridSize):
     """The TrainConfig of one cell and seed."""
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     return TrainConfig(
         model=str(MODEL_DIR), output_dir=str(cell.run_dir(out, seed)), data=size.data, context_length=cell.context,
@@ -172,7 +172,7 @@ def cell_config(cell: Cell, seed: int, out: Path, size: GridSize):
 
 def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: bool = True) -> Path:
     """Train one cell (or reuse / resume it, if made from today's base weights with the same settings)."""
-    from .train import RUN_RECORD, changed_settings, checkpoint_dirs, train
+    from ..train import changed_settings, checkpoint_dirs, train
 
     run_dir, config = cell.run_dir(out, seed), cell_config(cell, seed, out, size)
     stamp, base = run_dir / "base_model.sha256", base_model_fingerprint()
@@ -198,7 +198,7 @@ def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: 
 
 
 def _perplexity(model, corpus: str, length: int, size: GridSize, attention: str = "full") -> float:
-    from .evaluate import perplexity
+    from ..evaluate import perplexity
 
     tokens = data.load_tokens(corpus, "test")
     # at least one whole window, however small the smoke sizes
@@ -211,7 +211,7 @@ def _perplexity(model, corpus: str, length: int, size: GridSize, attention: str 
 def measure_trained(final: Path, cell: Cell, size: GridSize, *, whole_curve: bool) -> dict:
     """One trained run's figures: perplexity at its length on both corpora (full attention, and its own pattern if
     not full), passkey by depth at its length; with `whole_curve`, perplexity and passkey at every evaluation length."""
-    from .models import load_any
+    from ..models import load_any
 
     model, tokenizer = load_any(str(final))
     ppl = {}
@@ -263,7 +263,7 @@ def length_curve(model, size: GridSize) -> dict[str, list[float]]:
 
 
 def passkey_table(model, tokenizer, size: GridSize, lengths) -> dict:
-    from .passkey import passkey_grid
+    from ..passkey import passkey_grid
 
     return passkey_grid(model, tokenizer, list(lengths), list(size.passkey_depths), size.passkey_trials, show_progress=False)
 
@@ -271,8 +271,8 @@ def passkey_table(model, tokenizer, size: GridSize, lengths) -> dict:
 def training_step_cost(size: GridSize) -> list[dict]:
     """Seconds and peak memory of one LoRA+ training step (forward + backward) of the mini model at each
     length, full attention vs S²-Attn, measured alternately in one process; ratios S² / full."""
-    from .bench import PeakMemory
-    from .extend import apply_method, load_extended, set_attention
+    from ..bench import PeakMemory
+    from ..extend import apply_method, load_extended, set_attention
 
     rows = []
     device = torch.device("cpu")
@@ -312,7 +312,7 @@ def _round(x, digits: int = 1):
 
 def plan_figures() -> list[dict]:
     """`plan`'s estimate for the paper's GPU runs: FLOPs per training step, S²-Attn / full attention."""
-    from .plan import plan
+    from ..plan import plan
 
     out = []
     for model, n in (("llama2-7b", 8192), ("llama2-7b", 32768), ("llama2-7b", 100000)):
@@ -347,7 +347,7 @@ def _mean_grid(grids: list[dict]) -> dict:
 
 def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_readme: bool = True) -> dict:
     """Train and measure the whole grid; write measurements.json, tables.md, figures; returns the measurements."""
-    from .models import load_any
+    from ..models import load_any
 
     size = size or grid_size()
     out = Path(out)
@@ -403,7 +403,7 @@ def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_re
 
 
 def _machine() -> str:
-    from .bench import describe_machine
+    from ..bench import describe_machine
 
     return describe_machine(torch.device("cpu"))
 
@@ -419,8 +419,8 @@ def write_outputs(measurements: dict, out: Path, *, update_readme: bool) -> None
 
 
 def plot_figures(m: dict, out: Path) -> None:
-    from .passkey import plot_passkey_heatmap
-    from .plotting import figure, length_axis, save
+    from ..passkey import plot_passkey_heatmap
+    from ..plotting import figure, length_axis, save
 
     lengths = m["lengths"]["eval_lengths"]
     fig, axes = figure(len(data.CORPORA), title="perplexity against evaluation length (mini model, test split)")
@@ -614,8 +614,8 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4, seed: int = 0) -> De
     """Extend the mini model's context `factor`x with S²-Attn + LoRA+ on this machine (training seed `seed`), then
     compare perplexity against evaluation length and passkey accuracy before and after (the same text and keys for
     every seed)."""
-    from .models import load_any
-    from .plotting import figure, length_axis, save
+    from ..models import load_any
+    from ..plotting import figure, length_axis, save
 
     out = Path(out)
     target, size = 256 * factor, demo_size(factor)

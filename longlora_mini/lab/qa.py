@@ -22,10 +22,11 @@ import random
 import re
 from pathlib import Path
 
-from . import data
+from .. import data
+from ..files import DATA_DIR, RECIPES_DIR
 
-QA_DIR = data.DATA_DIR / "qa"
-RECIPE_512 = Path(__file__).resolve().parent.parent / "configs" / "recipes" / "mini-512.yaml"
+QA_DIR = DATA_DIR / "qa"
+RECIPE_512 = RECIPES_DIR / "mini-512.yaml"
 KINDS = ("speaker", "verse", "next_word")
 PASSAGE_START = "Below is a passage. Read it and answer the question after it.\n"
 PASSAGE_END = "\nNow the passage ends. "
@@ -167,7 +168,7 @@ def generate_answer(model, tokenizer, prompt: list[int], max_new_tokens: int, **
     (a streamer, return_dict_in_generate, ...); returns its output."""
     import torch
 
-    from .passkey import generating_past_the_window
+    from ..passkey import generating_past_the_window
 
     input_ids = torch.tensor([prompt], device=next(model.parameters()).device)  # (1, n)
     with torch.no_grad(), generating_past_the_window():
@@ -179,7 +180,7 @@ def answered(model, tokenizer, items: list[dict], template: str = "llama2", max_
     """For each item, (the answer of `generate_answer` equals the reference exactly, EOS was the most likely
     first token). Plain greedy decoding differs only where EOS came first (it answers nothing there, which
     is wrong), so the second flag gives its score too without a second pass."""
-    from .sft import prompt_ids
+    from ..sft import prompt_ids
 
     was_training = model.training
     model.eval()
@@ -200,7 +201,7 @@ def evaluate_items(model, tokenizer, items: list[dict], *, template: str = "llam
     `correct` lists the indices (into `items`) of the items answered exactly, for paired comparisons;
     `eos_first` counts the items where the model would rather have stopped at once, and
     `exact_match_plain_greedy` is the score had it been let to (those items then answer nothing)."""
-    from .sft import encode
+    from ..sft import encode
 
     context = model.config.max_position_embeddings
     fits = [i for i, it in enumerate(items) if len(encode(it, tokenizer, template)[0]) + max_new_tokens <= context][:limit]
@@ -239,8 +240,8 @@ def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_ste
     Returns (the merged extended model, the SFT run's final/)."""
     import shutil
 
-    from .merge import merge
-    from .train import TrainConfig, read_recipe, train
+    from ..merge import merge
+    from ..train import TrainConfig, read_recipe, train
 
     out = Path(out).resolve()  # the SFT run records the extended model's path: absolute, loadable from anywhere
     shutil.rmtree(out, ignore_errors=True)

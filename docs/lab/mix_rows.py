@@ -12,7 +12,7 @@ import random
 import numpy as np
 
 from longlora_mini import data
-from longlora_mini.pretrain import MixedRows, PretrainConfig
+from longlora_mini.lab.pretrain import MixedRows, PretrainConfig
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("out")

@@ -48,12 +48,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data
-from .files import write_then_swap
-from .passkey import INSTRUCTION, PasskeySample, in_haystack, random_passkey_sample, shortest_prompt
-from .progress import progress_bar
+from .. import data
+from ..files import MODEL_DIR, write_then_swap
+from ..passkey import INSTRUCTION, PasskeySample, in_haystack, random_passkey_sample, shortest_prompt
+from ..progress import progress_bar
 
-MODEL_DIR = data.DATA_DIR / "mini-llama-256"
 PASSKEY_HAYSTACKS = ("filler", "natural")
 
 
@@ -343,7 +342,7 @@ def draw_loss_curve(ax, metrics: list[dict]) -> None:
 
 
 def plot_loss_curve(metrics: list[dict], path: Path) -> None:
-    from .plotting import figure, save
+    from ..plotting import figure, save
 
     fig, (ax,) = figure(title="mini base model: pretraining loss")
     draw_loss_curve(ax, metrics)
@@ -416,7 +415,7 @@ def pretrain(
     `save_every` K > 0 saves the resumable state every K steps to `state_dir(out_dir)`; `resume` continues from it
     (the same losses as a run never stopped: tested). The state is removed once the model is written.
     `after_step(step, model)`, if given, runs after every optimizer step (probes measure the model while it trains)."""
-    from .evaluate import evaluate_base_model
+    from ..evaluate import evaluate_base_model
 
     tokenizer = data.load_tokenizer()
     torch.manual_seed(config.seed)
