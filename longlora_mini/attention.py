@@ -30,6 +30,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +226,6 @@ def _sdpa(q, k, v, group_size, shift, scale):
 
 @functools.lru_cache(maxsize=32)
 def _flex_block_mask(n: int, group_size: int, num_heads: int, shift: bool, device: str):
-    from torch.nn.attention.flex_attention import create_block_mask
-
     half, offset = num_heads // 2, (group_size // 2 if shift else 0)
 
     def s2_mask_mod(b, h, q_idx, kv_idx):
@@ -237,8 +236,6 @@ def _flex_block_mask(n: int, group_size: int, num_heads: int, shift: bool, devic
 
 
 def _flex(q, k, v, group_size, shift, scale):
-    from torch.nn.attention.flex_attention import flex_attention
-
     if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         raise NotImplementedError(
             f"FlexAttention has no backward pass on CPU in torch {torch.__version__}; "

@@ -9,15 +9,19 @@ memory (VmHWM, reset through /proc/self/clear_refs before each run) above what i
 from __future__ import annotations
 
 import ctypes
-import json
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
-from .attention import flash_available, full_causal_attention, s2_attention, s2_attention_roll_leaky
+from .attention import (
+    flash_available,
+    full_causal_attention,
+    s2_attention,
+    s2_attention_roll_leaky,
+)
 from .progress import progress_bar
 
 DENSE_MAX_BYTES = 4 * 2**30  # the masked reference materialises (b, h, n, n) scores: skip it above this
@@ -199,7 +203,3 @@ def format_report(report: Report) -> str:
         lines.append(f"| {r.seq_len} | {r.variant} | {r.seconds:.3f} | {r.time_ratio:.2f}x | {peak} | {mem_ratio} |")
     return "\n".join(lines)
 
-
-def write_json(report: Report, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(asdict(report), f, indent=2)

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from dataclasses import asdict, fields
 from pathlib import Path
 
-from .files import DATA_DIR
+import torch
+from transformers import TextStreamer
+from transformers.utils import logging as hf_logging
+
+from . import data
+from .bench import bench_attention, format_report
+from .evaluate import evaluate_items, generate_answer, paired_gain, perplexity_by_length, plot_perplexity
+from .files import DATA_DIR, MODEL_DIR, write_json
+from .lab.pretrain import PretrainConfig, pretrain
+from .lab.qa import LENGTHS, TRAIN_PER_LENGTH, build, instruction
+from .lab.reproduce import RESULTS_DIR, demo, format_demo, run_grid
+from .merge import merge
+from .models import FourBitUnavailable, load_any
+from .options import ATTENTIONS, METHODS
+from .passkey import passkey_grid, plot_passkey_heatmap
+from .plan import PRESETS, STRATEGIES, format_plan, plan
+from .sft import TEMPLATES, load_items, prompt_ids
 from .smoke import ENV_VAR, pick, smoke_mode
+from .train import add_arguments, run_from_args
 
 
 def _int_list(text: str) -> list[int]:
@@ -23,10 +42,6 @@ def _int_list(text: str) -> list[int]:
 
 
 def _bench_attention(args) -> int:
-    import torch
-
-    from .bench import bench_attention, format_report, write_json
-
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     lengths = args.lengths or pick([2048, 4096, 8192, 16384], [256, 512])
     repeats = args.repeats or pick(3, 1)
@@ -35,16 +50,12 @@ def _bench_attention(args) -> int:
     )
     print(format_report(report))
     if args.json:
-        write_json(report, args.json)
+        write_json(asdict(report), args.json)
         print(f"wrote {args.json}")
     return 0
 
 
 def _data_build(args) -> int:
-    import json
-
-    from . import data
-
     committed = json.loads(data.MANIFEST.read_text()) if data.MANIFEST.exists() else None
     manifest = data.build(retrain_tokenizer=args.retrain_tokenizer)
     for name, info in manifest["token_files"].items():
@@ -62,13 +73,6 @@ def _data_build(args) -> int:
 
 
 def _pretrain(args) -> int:
-    import json
-    from dataclasses import fields
-    from pathlib import Path
-
-    from .lab.pretrain import MODEL_DIR, PretrainConfig, pretrain
-    from .smoke import smoke_mode
-
     overrides = {f.name: getattr(args, f.name) for f in fields(PretrainConfig) if getattr(args, f.name, None) is not None}
     if smoke_mode():
         overrides = dict(steps=7, batch_size=2, warmup_steps=2, copy_curriculum=((64, 1), (0, 1)), copy_batch=2,
@@ -83,8 +87,6 @@ def _pretrain(args) -> int:
 
 
 def _train(args) -> int:
-    from .train import run_from_args
-
     return run_from_args(args)
 
 
@@ -96,8 +98,6 @@ def _sft(args) -> int:
 
 
 def _data_qa(args) -> int:
-    from .lab.qa import LENGTHS, TRAIN_PER_LENGTH, build
-
     if args.lengths and not args.train_per_length:
         raise SystemExit("--lengths needs --train-per-length too (one count, or one per length)")
     lengths = tuple(args.lengths or LENGTHS)
@@ -109,12 +109,6 @@ def _data_qa(args) -> int:
 
 
 def _generate(args) -> int:
-    from transformers import TextStreamer
-
-    from .models import FourBitUnavailable, load_any
-    from .lab.qa import generate_answer, instruction
-    from .sft import prompt_ids
-
     try:
         model, tokenizer = load_any(args.model, quantize_4bit=args.load_in_4bit)
     except FourBitUnavailable as error:
@@ -134,16 +128,12 @@ def _generate(args) -> int:
 
 
 def _merge(args) -> int:
-    from .merge import merge
-
     out = merge(args.trained, args.out, base=args.base)
     print(f"wrote the merged model to {out}: load it with AutoModelForCausalLM.from_pretrained({str(out)!r})")
     return 0
 
 
 def _plan(args) -> int:
-    from .plan import format_plan, plan, write_json
-
     result = plan(
         args.model, args.context_length, method=args.method, attention=args.attention, strategy=args.strategy,
         gpus=args.gpus, gpu_memory_gib=args.gpu_memory, micro_batch=args.batch_size, grad_accum=args.grad_accum,
@@ -151,14 +141,13 @@ def _plan(args) -> int:
     )
     print(format_plan(result))
     if args.json:
-        write_json(result, args.json)
+        write_json(asdict(result), args.json)
         print(f"wrote {args.json}")
     return 0
 
 
 def _load_models(args):
     """[(label, model, tokenizer)] for the repeated --model / --label options."""
-    from .models import load_any
 
     labels, pi = args.label or [], args.pi_length or []
     for name, given in (("--label", labels), ("--pi-length", pi)):
@@ -172,11 +161,6 @@ def _load_models(args):
 
 
 def _eval_ppl(args) -> int:
-    import json
-
-    from . import data
-    from .evaluate import perplexity_by_length, plot_perplexity
-
     lengths = args.lengths or pick([256, 512, 1024, 2048], [256, 512])
     max_tokens = args.max_tokens or pick(None, 4096)
     curves = {}
@@ -198,10 +182,6 @@ def _eval_ppl(args) -> int:
 
 
 def _eval_passkey(args) -> int:
-    import json
-
-    from .passkey import passkey_grid, plot_passkey_heatmap
-
     lengths = args.lengths or pick([256, 512, 1024, 2048], [256, 512])
     trials = args.trials or pick(10, 2)
     results = {}
@@ -216,17 +196,12 @@ def _eval_passkey(args) -> int:
             plot_passkey_heatmap(grid, f"passkey retrieval: {label}", path=path)
             print(f"wrote {path}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        write_json(results, Path(args.json))
         print(f"wrote {args.json}")
     return 0
 
 
 def _eval_qa(args) -> int:
-    import json
-
-    from .lab.qa import evaluate_items, paired_gain
-    from .sft import load_items
-
     items = load_items(args.data)
     results = {}
     for label, model, tokenizer in _load_models(args):
@@ -242,24 +217,20 @@ def _eval_qa(args) -> int:
             print(f"{label} vs {first}: {g['gained']} items gained, {g['lost']} lost "
                   f"(exact one-sided sign test p = {g['p_value']:.3g})")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        write_json(results, Path(args.json))
         print(f"wrote {args.json}")
     return 0
 
 
 def _reproduce(args) -> int:
-    from .lab.reproduce import RESULTS_DIR, run_grid
-
     out = Path(args.out) if args.out else (Path("runs/reproduce-smoke") if smoke_mode() else RESULTS_DIR)
-    measurements = run_grid(out, update_readme=not args.no_readme and not smoke_mode())
+    measurements = run_grid(out, update_results_page=not args.no_results_page and not smoke_mode())
     print((out / "tables.md").read_text())
     print(f"wrote the raw runs, measurements.json, tables.md and figures to {out} in {measurements['minutes']} min")
     return 0
 
 
 def _demo(args) -> int:
-    from .lab.reproduce import demo, format_demo
-
     out = Path(args.out)
     if (out / "demo.json").exists() and not args.again:
         raise SystemExit(f"{out} already holds a demo: pass --again to measure it again (training is reused), "
@@ -328,9 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--resume", action="store_true", help="continue an interrupted run from its saved state (OUT.state)")
     pre.set_defaults(run=_pretrain)
 
-    from .sft import TEMPLATES
-    from .train import add_arguments
-
     train_cmd = commands.add_parser("train", help="extend a model's context: position interpolation + S²-Attn + LoRA+")
     add_arguments(train_cmd)
     train_cmd.set_defaults(run=_train)
@@ -354,12 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge_cmd.add_argument("--base", help="the base model, if it moved since training")
     merge_cmd.set_defaults(run=_merge)
 
-    from .plan import PRESETS, STRATEGIES
-
     plan_cmd = commands.add_parser("plan", help="memory per GPU and FLOPs of a run, before renting GPUs")
     plan_cmd.add_argument("--model", default="llama2-7b", help=f"a preset ({', '.join(PRESETS)}) or a config.json")
     plan_cmd.add_argument("--context-length", type=int, default=8192)
-    from .options import ATTENTIONS, METHODS
 
     plan_cmd.add_argument("--method", choices=METHODS, default="lora+")
     plan_cmd.add_argument("--attention", choices=ATTENTIONS, default="s2")
@@ -409,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = commands.add_parser("reproduce", help="the paper's claims on the mini model: the whole grid, tables, figures")
     rep.add_argument("--out", help="results folder (default data/results/reproduce; smoke mode: runs/reproduce-smoke)")
-    rep.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results section")
+    rep.add_argument("--no-results-page", action="store_true", help="do not rewrite the grid section of docs/results.md")
     rep.add_argument("--smoke", action="store_true", help="the CI-sized grid (the same as LONGLORA_MINI_SMOKE=1)")
     rep.set_defaults(run=_reproduce)
     demo_cmd = commands.add_parser("demo", help="extend the mini model 4x with S²-Attn + LoRA+ and compare before/after")
@@ -446,7 +411,6 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[ENV_VAR] = "1"
     configure_logging(args.verbose)
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a bar per weight load ("Loading weights 57/57"): instant here, only noise
     return args.run(args)

@@ -22,8 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from datasets import Dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from .files import DATA_DIR
+from .files import DATA_DIR, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +160,6 @@ def tokenizer_training_texts(docs: dict[str, list[Document]]) -> list[str]:
 
 def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
     """Byte-level BPE with single-digit tokens (numbers, such as pass keys, are read digit by digit)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
@@ -176,8 +177,6 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
 
 
 def load_tokenizer(path: str | Path = TOKENIZER_DIR):
-    from transformers import AutoTokenizer
-
     if not Path(path, "tokenizer.json").exists():
         raise FileNotFoundError(f"no tokenizer at {path}; build it with: longlora-mini data build")
     return AutoTokenizer.from_pretrained(str(path))
@@ -241,7 +240,7 @@ def build(data_dir: Path = DATA_DIR, *, retrain_tokenizer: bool = False) -> dict
                 "tokens": len(ids),
                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             }
-    (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    write_json(manifest, data_dir / "manifest.json")
     return manifest
 
 
@@ -271,7 +270,6 @@ def packed_rows(corpora: tuple[str, ...] | list[str], split: str, seq_len: int, 
     As the official fine-tuning script does: documents are concatenated, then chunked; the remainder
     that does not fill a row is dropped.
     """
-    from datasets import Dataset
 
     rows = []
     for corpus in corpora:

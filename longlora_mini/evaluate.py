@@ -1,4 +1,5 @@
-"""Measuring whether a model uses its context: per-position loss, perplexity, passkey retrieval."""
+"""Measuring whether a model uses its context: per-position loss, perplexity, passkey retrieval, and exact match on
+questions about a long passage (any LongAlpaca-format set: `eval qa`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import numpy as np
 import torch
 
 from . import data
-from .passkey import passkey_accuracy
+from .extend import set_attention
+from .passkey import generating_past_the_window, passkey_accuracy
+from .plotting import figure, length_axis, save
+from .progress import progress_bar
+from .sft import encode, prompt_ids
 
 POSITION_BUCKETS = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 256))
 
@@ -157,7 +162,6 @@ def strided_windows(num_tokens: int, length: int, stride: int) -> list[tuple[int
 @torch.no_grad()
 def _window_nll(model, tokens: np.ndarray, windows, batch_size: int, desc: str, show_progress: bool):
     """Per-window (sum of NLL over scored tokens, count, mean NLL over scored tokens)."""
-    from .progress import progress_bar
 
     device = next(model.parameters()).device
     out = []
@@ -211,7 +215,6 @@ def perplexity(
         windows = [(s, s + length, s + 1) for s in range(0, len(tokens) - length, OFFICIAL_STEP)]
     was_training = model.training
     if attention != "full":
-        from .extend import set_attention
 
         set_attention(model, attention)
     model.train(attention != "full")  # S²-Attn runs in training mode only; no dropout in these models
@@ -231,7 +234,6 @@ def perplexity_by_length(model, tokens: np.ndarray, lengths, **kwargs) -> list[d
 
 def plot_perplexity(curves: dict[str, list[dict]], title: str, path=None):
     """Perplexity against evaluation length, one line per model; returns the figure (saved if path)."""
-    from .plotting import figure, length_axis, save
 
     fig, (ax,) = figure(title=title)
     lengths = sorted({r["length"] for rows in curves.values() for r in rows})
@@ -243,3 +245,74 @@ def plot_perplexity(curves: dict[str, list[dict]], title: str, path=None):
     if path:
         save(fig, path)
     return fig
+
+
+# ------------------------------------------------------------------------------------------ question answering
+
+
+def first_answer(text: str) -> str:
+    """The model's answer as compared with the reference: its first line, stripped, without end punctuation."""
+    return text.strip().split("\n")[0].strip().rstrip(".,;:!?")
+
+
+def generate_answer(model, tokenizer, prompt: list[int], max_new_tokens: int, **kwargs):
+    """Greedy decoding of an answer of at least one token (EOS is barred from the first step: no reference
+    is empty); the one decoding rule of `eval qa`, `generate` and notebook 07. kwargs go to `generate`
+    (a streamer, return_dict_in_generate, ...); returns its output."""
+
+    input_ids = torch.tensor([prompt], device=next(model.parameters()).device)  # (1, n)
+    with torch.no_grad(), generating_past_the_window():
+        return model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                              min_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id, **kwargs)
+
+
+def answered(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> list[tuple[bool, bool]]:
+    """For each item, (the answer of `generate_answer` equals the reference exactly, EOS was the most likely
+    first token). Plain greedy decoding differs only where EOS came first (it answers nothing there, which
+    is wrong), so the second flag gives its score too without a second pass."""
+
+    was_training = model.training
+    model.eval()
+    results = []
+    for item in items:
+        prompt = prompt_ids(item, tokenizer, template)
+        out = generate_answer(model, tokenizer, prompt, max_new_tokens, return_dict_in_generate=True, output_logits=True)
+        answer = first_answer(tokenizer.decode(out.sequences[0, len(prompt):], skip_special_tokens=True))
+        eos_first = int(out.logits[0][0].argmax()) == tokenizer.eos_token_id  # raw logits of step 1: (1, vocab)
+        results.append((answer == item["output"], eos_first))
+    model.train(was_training)
+    return results
+
+
+def evaluate_items(model, tokenizer, items: list[dict], *, template: str = "llama2", max_new_tokens: int = 8,
+                   limit: int | None = None) -> dict:
+    """Exact match over the items whose prompt and answer fit the model's context, overall and by kind;
+    `correct` lists the indices (into `items`) of the items answered exactly, for paired comparisons;
+    `eos_first` counts the items where the model would rather have stopped at once, and
+    `exact_match_plain_greedy` is the score had it been let to (those items then answer nothing)."""
+
+    context = model.config.max_position_embeddings
+    fits = [i for i, it in enumerate(items) if len(encode(it, tokenizer, template)[0]) + max_new_tokens <= context][:limit]
+    results = answered(model, tokenizer, [items[i] for i in fits], template, max_new_tokens)
+    hits = [hit for hit, _ in results]
+    kinds = [items[i].get("kind", "all") for i in fits]
+    by_kind = {k: sum(h for h, kk in zip(hits, kinds) if kk == k) / kinds.count(k) for k in sorted(set(kinds))}
+    scored = max(1, len(fits))
+    return {"exact_match": sum(hits) / scored, "scored": len(fits), "skipped": len(items) - len(fits),
+            "context": context, "by_kind": by_kind, "correct": [i for i, h in zip(fits, hits) if h],
+            "eos_first": sum(eos for _, eos in results),
+            "exact_match_plain_greedy": sum(hit and not eos for hit, eos in results) / scored}
+
+
+def paired_gain(before: dict, after: dict) -> dict:
+    """Items one model answers and the other does not, on the same items (two `evaluate_items` results), and
+    the exact one-sided sign test (McNemar's) of "after answers more than before": the chance of at least
+    `gained` of the `gained + lost` changed items going after's way if neither model were better."""
+    if (before["scored"], before["skipped"]) != (after["scored"], after["skipped"]):
+        raise ValueError(f"the two results scored different items ({before['scored']} vs {after['scored']}): "
+                         "compare models with the same context length on the same file and template")
+    right_before, right_after = set(before["correct"]), set(after["correct"])
+    gained, lost = len(right_after - right_before), len(right_before - right_after)
+    changed = gained + lost
+    p_value = sum(math.comb(changed, k) for k in range(gained, changed + 1)) / 2**changed
+    return {"gained": gained, "lost": lost, "p_value": p_value}

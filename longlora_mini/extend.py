@@ -18,8 +18,18 @@ import contextlib
 import math
 import warnings
 
+from peft import LoraConfig, get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from .attention import flash_available
 from .hf_attention import use_s2_attention
-from .options import ATTENTIONS, DEFAULT_GROUP_SIZE_RATIO, EXTRA_TRAINABLE, METHODS, ROPE_SCALINGS
+from .options import (
+    ATTENTIONS,
+    DEFAULT_GROUP_SIZE_RATIO,
+    EXTRA_TRAINABLE,
+    METHODS,
+    ROPE_SCALINGS,
+)
 from .plan import architecture_from_config, trainable_parameters
 
 # LoRA targets per architecture: the attention projections q, k, v, o.
@@ -67,7 +77,6 @@ def extend_rope(config, context_length: int, kind: str = "linear"):
 
 def load_extended(path, context_length: int | None = None, rope_scaling: str = "linear", **kwargs):
     """Load a local causal LM with its config extended to `context_length` (None: as saved)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(str(path))
     if context_length:
@@ -92,7 +101,6 @@ def set_attention(
     if attention not in ATTENTIONS:
         raise ValueError(f"--attention must be one of {ATTENTIONS}, got {attention!r}")
     if attention == "full":
-        from .attention import flash_available
 
         on_gpu = next(model.parameters()).is_cuda
         model.set_attn_implementation("flash_attention_2" if on_gpu and flash_available() else "sdpa")
@@ -131,7 +139,6 @@ def apply_method(model, method: str, *, rank: int = 8, alpha: int = 16):
     if method == "full":
         model.requires_grad_(True)
         return model
-    from peft import LoraConfig, get_peft_model
 
     extra = extra_trainable_modules(model, EXTRA_TRAINABLE[method]) or None
     lora = LoraConfig(

@@ -7,6 +7,7 @@ mini base model, recipes and results live in the repository beside it, found fro
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -53,3 +54,8 @@ def shown_path(path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(REPOSITORY))
     except ValueError:
         return str(path)
+
+
+def write_json(obj, path: str | Path) -> Path:
+    """`obj` as indented JSON with a final newline, written atomically (write_text_atomic)."""
+    return write_text_atomic(path, json.dumps(obj, indent=1) + "\n")

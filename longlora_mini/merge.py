@@ -13,6 +13,9 @@ import json
 import shutil
 from pathlib import Path
 
+from peft import PeftModel
+from transformers import AutoTokenizer
+
 from .extend import load_extended, without_peft_deprecation_warning
 from .files import RUN_RECORD, write_then_swap
 
@@ -33,7 +36,6 @@ def load_trained(trained: str | Path, base: str | Path | None = None, **kwargs):
     trained = Path(trained)
     config = read_run_record(trained)["train_config"]
     if (trained / "adapter_config.json").exists():
-        from peft import PeftModel
 
         base_model = load_extended(base or config["model"], config["context_length"], config["rope_scaling"], **kwargs)
         with without_peft_deprecation_warning():
@@ -45,7 +47,6 @@ def load_trained(trained: str | Path, base: str | Path | None = None, **kwargs):
 
 def merge(trained: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
     """Write the merged model (weights, config with rope scaling, tokenizer, longlora.json) to `out`, atomically."""
-    from transformers import AutoTokenizer
 
     trained, out = Path(trained), Path(out)
     model = load_trained(trained, base)

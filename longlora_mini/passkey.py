@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .plotting import figure, save
+from .progress import progress_bar
+
 INSTRUCTION = (
     "There is an important info hidden inside a lot of irrelevant text. "
     "Find it and memorize them. I will quiz you about the important information there."
@@ -136,7 +139,6 @@ def passkey_accuracy(model, tokenizer, length: int, trials: int, *, seed: int = 
 
 def passkey_grid(model, tokenizer, lengths, depths, trials: int, *, seed: int = 0, show_progress: bool = True) -> dict:
     """Accuracy per (length, depth): `trials` random keys in each cell, the key line at that depth."""
-    from .progress import progress_bar
 
     was_training = model.training
     model.eval()
@@ -158,7 +160,6 @@ def accuracy_at_length(grid: dict, length: int) -> list[float]:
 
 def plot_passkey_heatmap(grid: dict, title: str, ax=None, path=None):
     """Accuracy heatmap: rows = prompt length, columns = depth of the key; returns the figure."""
-    from .plotting import figure, save
 
     fig = None
     if ax is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .options import ATTENTIONS, EXTRA_TRAINABLE, METHODS, group_size_for
@@ -264,6 +264,3 @@ def _flops(x: float) -> str:
             return f"{x / scale:.1f} {unit}"
     return f"{x:.3g} FLOPs"
 
-
-def write_json(p: Plan, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(asdict(p), indent=1) + "\n")

@@ -3,6 +3,7 @@ call it first, so that their stored outputs hold no progress widget frozen mid-r
 frame, "Loading weights: 0%", and never its end)."""
 
 from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
 
 _shown = True
 
@@ -10,7 +11,6 @@ _shown = True
 def quiet_progress() -> None:
     """Turn off every progress bar: the library's and transformers' (weight loading, shard writing)."""
     global _shown
-    from transformers.utils import logging as hf_logging
 
     _shown = False
     hf_logging.disable_progress_bar()

@@ -29,6 +29,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -36,15 +37,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+from peft import prepare_model_for_kbit_training
 from tqdm.contrib.logging import logging_redirect_tqdm
+from transformers import (
+    AutoTokenizer,
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+)
 
 from . import data
-from .extend import apply_method, describe_trainable, load_extended, set_attention, trainable_counts
-from .files import MODEL_DIR, RUN_RECORD, shown_path, write_then_swap
+from .extend import (
+    apply_method,
+    describe_trainable,
+    load_extended,
+    set_attention,
+    trainable_counts,
+)
+from .files import MODEL_DIR, RUN_RECORD, shown_path, write_json, write_then_swap
+from .lab.pretrain import MixedRows, PretrainConfig
 from .models import FourBitUnavailable, four_bit_loading, smollm2_folder
 from .options import ATTENTIONS, METHODS, ROPE_SCALINGS, group_size_for
 from .progress import progress_bar
-from .sft import IGNORE_INDEX, TEMPLATES, collate, labelled_tokens
+from .sft import IGNORE_INDEX, TEMPLATES, collate, labelled_tokens, load_items, prepare
+from .smoke import smoke_mode
 
 LR_SCHEDULERS = ("constant", "cosine")
 
@@ -121,7 +140,6 @@ FIXED_ON_RESUME = ("model", "data", "template", "context_length", "rope_scaling"
 
 def read_recipe(path: str | Path) -> dict:
     """A recipe file (YAML or JSON): keys of TrainConfig. Unknown keys are an error, not a silent no-op."""
-    import yaml
 
     values = yaml.safe_load(Path(path).read_text()) or {}
     known = {f.name for f in fields(TrainConfig)}
@@ -167,7 +185,6 @@ def is_mixture(spec: str) -> bool:
 def mixture_config(spec: str, context_length: int):
     """The PretrainConfig whose rows "mix" or "mix:passkey_share=0.3,passkey_min_length_share=0.5" draws: the
     pretraining mixture at the new length, with the shares of its row kinds (MIXTURE_SETTINGS) changed if asked."""
-    from .lab.pretrain import PretrainConfig
 
     overrides = {}
     for item in filter(None, spec.removeprefix("mix").removeprefix(":").split(",")):
@@ -200,7 +217,6 @@ def training_rows(config: TrainConfig, tokenizer, per_step: int):
     changes its shares, see mixture_config).
     """
     if is_mixture(config.data):
-        from .lab.pretrain import MixedRows
 
         if not data.is_project_tokenizer(tokenizer):
             raise ValueError("--data mix is the mini world's pretraining mixture and needs the project tokenizer; "
@@ -214,7 +230,6 @@ def training_rows(config: TrainConfig, tokenizer, per_step: int):
 
         return rows_for_step, "the pretraining mixture (natural, repeated-span and passkey rows), generated per step"
     if config.data.endswith(".json"):
-        from .sft import load_items, prepare
 
         sft = prepare(load_items(config.data), tokenizer, config.template, config.context_length)
         return (lambda step: [sft.examples[i] for i in step_rows(step, per_step, len(sft.examples), config.seed)],
@@ -291,7 +306,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, config: TrainConfi
     if accelerator.is_main_process:
         state = {"step": step, "data_position": step * rows_per_step(config, accelerator.num_processes),
                  "num_processes": accelerator.num_processes, "config": asdict(config), "report": report}
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1) + "\n")
+        write_json(state, tmp / "trainer_state.json")
         os.replace(tmp, final)
         for old in checkpoint_dirs(output_dir)[: -config.keep_checkpoints]:
             shutil.rmtree(old)
@@ -391,7 +406,6 @@ def check_rendezvous(timeout: float) -> None:
     """In a multi-process launch (WORLD_SIZE > 1), fail within `timeout` seconds, naming the address, when this rank
     cannot open a TCP connection to the launcher's rendezvous (MASTER_ADDR:MASTER_PORT), instead of waiting in the
     process group's own 30-minute timeout without a word."""
-    import socket
 
     if int(os.environ.get("WORLD_SIZE", "1")) < 2 or "MASTER_ADDR" not in os.environ:
         return
@@ -414,13 +428,10 @@ def check_rendezvous(timeout: float) -> None:
 def build_accelerator(config: TrainConfig, output_dir: Path):
     if not torch.cuda.is_available():  # say so to DeepSpeed (accelerate imports it), which else warns it found no GPU
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
     check_rendezvous(config.rendezvous_timeout)
 
     if not torch.distributed.is_initialized():  # a fresh state for each run in one process (notebooks, tests)
-        from accelerate.state import AcceleratorState, GradientState
 
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
@@ -449,13 +460,11 @@ def build_accelerator(config: TrainConfig, output_dir: Path):
 
 def prepare_model(config: TrainConfig):
     """Load, extend the positions, pick the attention, wrap for the method; returns (model, tokenizer)."""
-    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     loading = four_bit_loading(int(os.environ.get("LOCAL_RANK", 0))) if config.load_in_4bit else {}
     model = load_extended(config.model, config.context_length, config.rope_scaling, **loading)
     if config.load_in_4bit:  # QLoRA: norms and embeddings in fp32, inputs that carry gradients into the 4-bit layers
-        from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     # one group size for every batch, a share of the training context: a padded (SFT) batch then groups each
@@ -476,12 +485,11 @@ def prepare_model(config: TrainConfig):
 def write_run_record(model_dir: Path, config: TrainConfig, counts: dict) -> None:
     """longlora.json: how the model in this folder was made, so `merge` can rebuild it exactly."""
     record = {"train_config": asdict(config), "trainable": counts}
-    (model_dir / RUN_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    write_json(record, model_dir / RUN_RECORD)
 
 
 def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict:
     """Run (or resume) a training run; returns the report written to eval.json."""
-    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
     output_dir = Path(config.output_dir)
     accelerator = build_accelerator(config, output_dir)
@@ -591,7 +599,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                "param_checksum": parameter_checksum(model, accelerator)}
     save_final(model, tokenizer, accelerator, output_dir / "final", config, counts)
     if accelerator.is_main_process:
-        (output_dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+        write_json(report, output_dir / "eval.json")
     accelerator.end_training()
     return report
 
@@ -659,7 +667,6 @@ SMOKE_OVERRIDES = dict(context_length=512, max_steps=4, grad_accum=1, save_every
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Train from parsed options (smoke overrides in smoke mode); the main process prints the report."""
-    from .smoke import smoke_mode
 
     try:
         report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume)

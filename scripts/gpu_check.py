@@ -32,7 +32,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import longlora_mini  # noqa: E402  (registers "s2attn")
 from longlora_mini.attention import flash_available, s2_attention  # noqa: E402
 from longlora_mini.extend import apply_method, set_attention  # noqa: E402
 

@@ -8,9 +8,9 @@ from transformers import AutoModelForCausalLM
 
 from longlora_mini import data
 from longlora_mini.evaluate import CLIFF_WINDOWS, bucket_means, per_position_loss, repeated_span_loss, window_cliff
+from longlora_mini.files import MODEL_DIR
 from longlora_mini.models import load_mini_model
 from longlora_mini.passkey import passkey_accuracy
-from longlora_mini.files import MODEL_DIR
 
 RECORDED = json.loads((MODEL_DIR / "eval.json").read_text())
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from longlora_mini.extend import apply_method, expected_trainable, trainable_counts
-from longlora_mini.plan import PRESETS, architecture, flops_per_token, plan
 from longlora_mini.files import MODEL_DIR
+from longlora_mini.plan import PRESETS, architecture, flops_per_token, plan
 
 
 @pytest.mark.parametrize(

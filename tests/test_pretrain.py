@@ -10,9 +10,16 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from longlora_mini import data
 from longlora_mini.extend import extend_rope
+from longlora_mini.lab.pretrain import (
+    MixedRows,
+    Phases,
+    PretrainConfig,
+    build_model,
+    learning_rate,
+    position_arguments,
+    pretrain,
+)
 from longlora_mini.passkey import FILLER, INSTRUCTION, QUESTION, key_line, random_passkey_sample
-from longlora_mini.lab.pretrain import (MixedRows, PretrainConfig, Phases, build_model, learning_rate, position_arguments,
-                                    pretrain)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from longlora_mini import data
+from longlora_mini.evaluate import evaluate_items, first_answer, paired_gain
 from longlora_mini.extend import load_extended
+from longlora_mini.lab.qa import QA_DIR, WORD, build, make_items, passage_and_question
+from longlora_mini.lab.reproduce import extend_then_fine_tune
 from longlora_mini.merge import load_trained
-from longlora_mini.lab.qa import (QA_DIR, WORD, build, evaluate_items, extend_then_fine_tune, first_answer, make_items,
-                              paired_gain, passage_and_question)
 from longlora_mini.sft import load_items, prompt_ids
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from longlora_mini import data
-from longlora_mini.lab import reproduce
-from longlora_mini.lab.reproduce import README_BEGIN, README_END, Cell, cells, format_tables, replace_readme_section
 from longlora_mini.files import RUN_RECORD
+from longlora_mini.lab import reproduce
+from longlora_mini.lab.reproduce import SECTION_BEGIN, SECTION_END, Cell, cells, format_tables, replace_section
 
 
 def run_cli(*args):
@@ -26,10 +26,10 @@ def run_cli(*args):
 @pytest.fixture(scope="module")
 def smoke_grid(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
-    readme_before = reproduce.README.read_text()
-    done = run_cli("reproduce", "--smoke", "--out", out, "--no-readme")
+    page_before = reproduce.RESULTS_PAGE.read_text()
+    done = run_cli("reproduce", "--smoke", "--out", out, "--no-results-page")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert reproduce.README.read_text() == readme_before  # --no-readme leaves it alone
+    assert reproduce.RESULTS_PAGE.read_text() == page_before  # --no-results-page leaves it alone
     return out, done.stdout
 
 
@@ -209,14 +209,14 @@ def test_verdicts_follow_the_numbers():
     assert verdicts(slow)[4] == "differs"
 
 
-def test_readme_section_is_rewritten_between_its_markers_only(tmp_path):
+def test_results_page_section_is_rewritten_between_its_markers_only(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# title\nbefore\n{README_BEGIN}\nold table\n{README_END}\nafter\n")
-    replace_readme_section("new table", readme)
-    assert readme.read_text() == f"# title\nbefore\n{README_BEGIN}\nnew table\n{README_END}\nafter\n"
+    readme.write_text(f"# title\nbefore\n{SECTION_BEGIN}\nold table\n{SECTION_END}\nafter\n")
+    replace_section("new table", readme)
+    assert readme.read_text() == f"# title\nbefore\n{SECTION_BEGIN}\nnew table\n{SECTION_END}\nafter\n"
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="reproduce:begin"):
-        replace_readme_section("new table", readme)
+        replace_section("new table", readme)
 
 
 def test_a_run_made_from_other_base_weights_or_settings_is_refused(tmp_path):

@@ -16,13 +16,13 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from longlora_mini.extend import (
     apply_method,
     expected_trainable,
-    extra_trainable_modules,
     extend_rope,
+    extra_trainable_modules,
     load_extended,
     trainable_counts,
 )
-from longlora_mini.merge import load_trained, merge
 from longlora_mini.files import MODEL_DIR
+from longlora_mini.merge import load_trained, merge
 from longlora_mini.train import TrainConfig, read_recipe, step_rows, train
 
 

@@ -20,8 +20,8 @@ import torch
 
 from longlora_mini import data
 from longlora_mini.evaluate import window_cliff
-from longlora_mini.passkey import passkey_accuracy
 from longlora_mini.lab.pretrain import PretrainConfig, pretrain
+from longlora_mini.passkey import passkey_accuracy
 
 RESULTS = data.DATA_DIR / "results" / "probes"
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from longlora_mini import data
-from longlora_mini.models import load_any
 from longlora_mini.lab.qa import PASSAGE_END, first_answer, generate_answer, passage_and_question
+from longlora_mini.models import load_any
 from longlora_mini.sft import load_items
 
 LOG = Path(__file__).resolve().parent.parent / "data" / "results" / "probes" / "copy.jsonl"

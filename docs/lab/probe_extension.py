@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from longlora_mini.models import load_any
 from longlora_mini.files import MODEL_DIR
 from longlora_mini.lab.reproduce import Cell, GridSize, _perplexity, cell_config, passkey_table, train_cell
+from longlora_mini.models import load_any
 from longlora_mini.train import train
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from longlora_mini.models import load_any
 from longlora_mini.lab.reproduce import GridSize, _perplexity, passkey_table
+from longlora_mini.models import load_any
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--model", default="mini", help="'mini', a model folder or a train run's final/ folder")

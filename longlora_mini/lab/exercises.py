@@ -12,6 +12,7 @@ and to fail, with its explanation, on the typical wrong answers (tests/test_exer
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import torch
@@ -19,7 +20,14 @@ import torch
 from ..attention import s2_attention_mask
 from ..evaluate import strided_windows
 from ..options import EXTRA_TRAINABLE, group_size_for
-from ..plan import PRESETS, STRATEGIES, architecture_from_config, plan, trainable_parameters
+from ..plan import (
+    PRESETS,
+    STRATEGIES,
+    architecture_from_config,
+    plan,
+    trainable_parameters,
+)
+from .pretrain import MODEL_DIR, PretrainConfig
 
 
 class ExerciseFailed(AssertionError):
@@ -110,7 +118,6 @@ def check_slowest_rotation(angle_fn) -> str:
 
 def _mini_rope() -> tuple[int, float]:
     """(head_dim, rope theta) of the mini base model, as `PretrainConfig` builds it."""
-    from .pretrain import PretrainConfig
 
     config = PretrainConfig()
     return config.head_width, config.rope_theta
@@ -119,9 +126,6 @@ def _mini_rope() -> tuple[int, float]:
 def _architecture(model: str):
     if model != "mini":
         return PRESETS[model]
-    import json
-
-    from .pretrain import MODEL_DIR
 
     return architecture_from_config(json.loads((MODEL_DIR / "config.json").read_text()))
 

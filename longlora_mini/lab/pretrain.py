@@ -47,10 +47,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from .. import data
+from ..evaluate import evaluate_base_model
 from ..files import MODEL_DIR, write_then_swap
-from ..passkey import INSTRUCTION, PasskeySample, in_haystack, random_passkey_sample, shortest_prompt
+from ..passkey import (
+    INSTRUCTION,
+    PasskeySample,
+    in_haystack,
+    random_passkey_sample,
+    shortest_prompt,
+)
+from ..plotting import figure, save
 from ..progress import progress_bar
 
 PASSKEY_HAYSTACKS = ("filler", "natural")
@@ -125,8 +134,6 @@ class PretrainConfig:
 
 
 def build_model(config: PretrainConfig, vocab_size: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     model_config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=config.hidden_size,
@@ -342,8 +349,6 @@ def draw_loss_curve(ax, metrics: list[dict]) -> None:
 
 
 def plot_loss_curve(metrics: list[dict], path: Path) -> None:
-    from ..plotting import figure, save
-
     fig, (ax,) = figure(title="mini base model: pretraining loss")
     draw_loss_curve(ax, metrics)
     save(fig, path)
@@ -415,7 +420,6 @@ def pretrain(
     `save_every` K > 0 saves the resumable state every K steps to `state_dir(out_dir)`; `resume` continues from it
     (the same losses as a run never stopped: tested). The state is removed once the model is written.
     `after_step(step, model)`, if given, runs after every optimizer step (probes measure the model while it trains)."""
-    from ..evaluate import evaluate_base_model
 
     tokenizer = data.load_tokenizer()
     torch.manual_seed(config.seed)

@@ -17,13 +17,12 @@ train split's documents, test items from the test split's (held out whole). Dete
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 from pathlib import Path
 
 from .. import data
-from ..files import DATA_DIR, RECIPES_DIR
+from ..files import DATA_DIR, RECIPES_DIR, write_text_atomic
 
 QA_DIR = DATA_DIR / "qa"
 RECIPE_512 = RECIPES_DIR / "mini-512.yaml"
@@ -153,107 +152,5 @@ def build(out_dir: Path = QA_DIR, *, lengths: tuple[int, ...] = LENGTHS,
     for split, counts in (("train", train_per_length), ("test", (test_per_length,) * len(lengths))):
         items = [item for n, count in zip(lengths, counts) for item in make_items(split, n, count, seed, tokenizer)]
         paths[split] = out_dir / f"longqa_{split}.json"
-        paths[split].write_text(json.dumps(items, indent=1, ensure_ascii=False) + "\n")
+        write_text_atomic(paths[split], json.dumps(items, indent=1, ensure_ascii=False) + "\n")
     return paths
-
-
-def first_answer(text: str) -> str:
-    """The model's answer as compared with the reference: its first line, stripped, without end punctuation."""
-    return text.strip().split("\n")[0].strip().rstrip(".,;:!?")
-
-
-def generate_answer(model, tokenizer, prompt: list[int], max_new_tokens: int, **kwargs):
-    """Greedy decoding of an answer of at least one token (EOS is barred from the first step: no reference
-    is empty); the one decoding rule of `eval qa`, `generate` and notebook 07. kwargs go to `generate`
-    (a streamer, return_dict_in_generate, ...); returns its output."""
-    import torch
-
-    from ..passkey import generating_past_the_window
-
-    input_ids = torch.tensor([prompt], device=next(model.parameters()).device)  # (1, n)
-    with torch.no_grad(), generating_past_the_window():
-        return model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
-                              min_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id, **kwargs)
-
-
-def answered(model, tokenizer, items: list[dict], template: str = "llama2", max_new_tokens: int = 8) -> list[tuple[bool, bool]]:
-    """For each item, (the answer of `generate_answer` equals the reference exactly, EOS was the most likely
-    first token). Plain greedy decoding differs only where EOS came first (it answers nothing there, which
-    is wrong), so the second flag gives its score too without a second pass."""
-    from ..sft import prompt_ids
-
-    was_training = model.training
-    model.eval()
-    results = []
-    for item in items:
-        prompt = prompt_ids(item, tokenizer, template)
-        out = generate_answer(model, tokenizer, prompt, max_new_tokens, return_dict_in_generate=True, output_logits=True)
-        answer = first_answer(tokenizer.decode(out.sequences[0, len(prompt):], skip_special_tokens=True))
-        eos_first = int(out.logits[0][0].argmax()) == tokenizer.eos_token_id  # raw logits of step 1: (1, vocab)
-        results.append((answer == item["output"], eos_first))
-    model.train(was_training)
-    return results
-
-
-def evaluate_items(model, tokenizer, items: list[dict], *, template: str = "llama2", max_new_tokens: int = 8,
-                   limit: int | None = None) -> dict:
-    """Exact match over the items whose prompt and answer fit the model's context, overall and by kind;
-    `correct` lists the indices (into `items`) of the items answered exactly, for paired comparisons;
-    `eos_first` counts the items where the model would rather have stopped at once, and
-    `exact_match_plain_greedy` is the score had it been let to (those items then answer nothing)."""
-    from ..sft import encode
-
-    context = model.config.max_position_embeddings
-    fits = [i for i, it in enumerate(items) if len(encode(it, tokenizer, template)[0]) + max_new_tokens <= context][:limit]
-    results = answered(model, tokenizer, [items[i] for i in fits], template, max_new_tokens)
-    hits = [hit for hit, _ in results]
-    kinds = [items[i].get("kind", "all") for i in fits]
-    by_kind = {k: sum(h for h, kk in zip(hits, kinds) if kk == k) / kinds.count(k) for k in sorted(set(kinds))}
-    scored = max(1, len(fits))
-    return {"exact_match": sum(hits) / scored, "scored": len(fits), "skipped": len(items) - len(fits),
-            "context": context, "by_kind": by_kind, "correct": [i for i, h in zip(fits, hits) if h],
-            "eos_first": sum(eos for _, eos in results),
-            "exact_match_plain_greedy": sum(hit and not eos for hit, eos in results) / scored}
-
-
-def paired_gain(before: dict, after: dict) -> dict:
-    """Items one model answers and the other does not, on the same items (two `evaluate_items` results), and
-    the exact one-sided sign test (McNemar's) of "after answers more than before": the chance of at least
-    `gained` of the `gained + lost` changed items going after's way if neither model were better."""
-    if (before["scored"], before["skipped"]) != (after["scored"], after["skipped"]):
-        raise ValueError(f"the two results scored different items ({before['scored']} vs {after['scored']}): "
-                         "compare models with the same context length on the same file and template")
-    right_before, right_after = set(before["correct"]), set(after["correct"])
-    gained, lost = len(right_after - right_before), len(right_before - right_after)
-    changed = gained + lost
-    p_value = sum(math.comb(changed, k) for k in range(gained, changed + 1)) / 2**changed
-    return {"gained": gained, "lost": lost, "p_value": p_value}
-
-
-def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_steps: int = 600, seed: int | None = None,
-                          show_progress: bool = False) -> tuple[Path, Path]:
-    """The paper's order at mini scale: extend the mini model 256 -> 512 on its pretraining mixture
-    (configs/recipes/mini-512.yaml), merge, then LoRA SFT with full attention at 512 on the long-QA train items
-    (template plain, 4 items a step, the rate decayed to 0 by a cosine: at a constant rate the result carries the
-    last steps' noise and swings with the seed): the README's commands as one function (notebook 07 calls
-    it). `extend_steps` defaults to the recipe's, `seed` to the trainer's, as on the command line.
-    Returns (the merged extended model, the SFT run's final/)."""
-    import shutil
-
-    from ..merge import merge
-    from ..train import TrainConfig, read_recipe, train
-
-    out = Path(out).resolve()  # the SFT run records the extended model's path: absolute, loadable from anywhere
-    shutil.rmtree(out, ignore_errors=True)
-    recipe, seeded = read_recipe(RECIPE_512), ({} if seed is None else {"seed": seed})
-    train(TrainConfig(**recipe | seeded | dict(output_dir=str(out / "extend"), max_steps=extend_steps or recipe["max_steps"],
-                                               save_every=0, report_to="none")), show_progress=show_progress)
-    extended = merge(out / "extend" / "final", out / "extended")
-    # full attention for SFT: the answers' lookups reach 150-300 tokens back, past S²'s groups of 128 at 512, and
-    # S²-trained SFT loses items on every base tried (probes.md, P35)
-    train(TrainConfig(model=str(extended), data=str(QA_DIR / "longqa_train.json"), template="plain",
-                      output_dir=str(out / "sft"), context_length=512, attention="full", method="lora", lr=1e-3,
-                      lr_scheduler="cosine", batch_size=4, grad_accum=1, max_steps=sft_steps,
-                      warmup_steps=min(20, sft_steps), save_every=0, report_to="none", **seeded),
-          show_progress=show_progress)
-    return extended, out / "sft" / "final"

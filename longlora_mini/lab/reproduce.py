@@ -22,7 +22,7 @@ right after training into `measured.json` there (committed; weights are not), so
 one machine continues on another: a run whose measurements exist is not trained again, a finished one
 is reused, an interrupted one resumes (a run made from other base-model weights or settings is refused,
 never mixed in). Measurements go to `<out>/measurements.json`, the tables to `<out>/tables.md`, the
-figures beside them, and the README's results section is rewritten from them.
+figures beside them, and the results page (docs/results.md) has its grid section rewritten from them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,15 +40,24 @@ from pathlib import Path
 import torch
 
 from .. import data
+from ..bench import PeakMemory, describe_machine
+from ..evaluate import perplexity
+from ..extend import apply_method, load_extended, set_attention
+from ..files import DATA_DIR, DOCS_DIR, MODEL_DIR, REPOSITORY, RUN_RECORD, shown_path, write_json, write_text_atomic
+from ..merge import merge
+from ..models import load_any
 from ..options import DEFAULT_GROUP_SIZE_RATIO
-from ..passkey import accuracy_at_length
-from ..files import MODEL_DIR
+from ..passkey import accuracy_at_length, passkey_grid, plot_passkey_heatmap
+from ..plan import plan
+from ..plotting import figure, length_axis, save
 from ..progress import progress_bar
 from ..smoke import pick
+from ..train import TrainConfig, changed_settings, checkpoint_dirs, read_recipe, train
+from .qa import QA_DIR, RECIPE_512
 
-RESULTS_DIR = data.DATA_DIR / "results" / "reproduce"
-README = Path(__file__).resolve().parent.parent / "README.md"
-README_BEGIN, README_END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
+RESULTS_DIR = DATA_DIR / "results" / "reproduce"
+RESULTS_PAGE = DOCS_DIR / "results.md"
+SECTION_BEGIN, SECTION_END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 MEASURED = "measured.json"
 
 # The paper's figures each claim is compared with (LongLoRA, ICLR 2024).
@@ -159,7 +169,6 @@ def base_model_fingerprint() -> str:
 
 def cell_config(cell: Cell, seed: int, out: Path, size: GridSize):
     """The TrainConfig of one cell and seed."""
-    from ..train import TrainConfig
 
     return TrainConfig(
         model=str(MODEL_DIR), output_dir=str(cell.run_dir(out, seed)), data=size.data, context_length=cell.context,
@@ -172,7 +181,6 @@ def cell_config(cell: Cell, seed: int, out: Path, size: GridSize):
 
 def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: bool = True) -> Path:
     """Train one cell (or reuse / resume it, if made from today's base weights with the same settings)."""
-    from ..train import changed_settings, checkpoint_dirs, train
 
     run_dir, config = cell.run_dir(out, seed), cell_config(cell, seed, out, size)
     stamp, base = run_dir / "base_model.sha256", base_model_fingerprint()
@@ -198,8 +206,6 @@ def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: 
 
 
 def _perplexity(model, corpus: str, length: int, size: GridSize, attention: str = "full") -> float:
-    from ..evaluate import perplexity
-
     tokens = data.load_tokens(corpus, "test")
     # at least one whole window, however small the smoke sizes
     # (after S²/short scoring the model stays switched, which is harmless: in eval mode they are full attention)
@@ -211,7 +217,6 @@ def _perplexity(model, corpus: str, length: int, size: GridSize, attention: str 
 def measure_trained(final: Path, cell: Cell, size: GridSize, *, whole_curve: bool) -> dict:
     """One trained run's figures: perplexity at its length on both corpora (full attention, and its own pattern if
     not full), passkey by depth at its length; with `whole_curve`, perplexity and passkey at every evaluation length."""
-    from ..models import load_any
 
     model, tokenizer = load_any(str(final))
     ppl = {}
@@ -252,9 +257,7 @@ def measured_run(cell: Cell, seed: int, out: Path, size: GridSize, *, whole_curv
     results = measure_trained(final, cell, size, whole_curve=whole_curve)
     results["trainable"] = json.loads((run_dir / "eval.json").read_text())["trainable"]
     record = {"settings": settings, "results": results, "minutes": round((time.time() - started) / 60, 1)}
-    tmp = path.with_name(MEASURED + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json(record, path)
     return results
 
 
@@ -263,16 +266,12 @@ def length_curve(model, size: GridSize) -> dict[str, list[float]]:
 
 
 def passkey_table(model, tokenizer, size: GridSize, lengths) -> dict:
-    from ..passkey import passkey_grid
-
     return passkey_grid(model, tokenizer, list(lengths), list(size.passkey_depths), size.passkey_trials, show_progress=False)
 
 
 def training_step_cost(size: GridSize) -> list[dict]:
     """Seconds and peak memory of one LoRA+ training step (forward + backward) of the mini model at each
     length, full attention vs S²-Attn, measured alternately in one process; ratios S² / full."""
-    from ..bench import PeakMemory
-    from ..extend import apply_method, load_extended, set_attention
 
     rows = []
     device = torch.device("cpu")
@@ -312,7 +311,6 @@ def _round(x, digits: int = 1):
 
 def plan_figures() -> list[dict]:
     """`plan`'s estimate for the paper's GPU runs: FLOPs per training step, S²-Attn / full attention."""
-    from ..plan import plan
 
     out = []
     for model, n in (("llama2-7b", 8192), ("llama2-7b", 32768), ("llama2-7b", 100000)):
@@ -345,9 +343,8 @@ def _mean_grid(grids: list[dict]) -> dict:
     return {k: grids[0][k] for k in ("lengths", "depths", "trials")} | {"accuracy": mean, "seeds": len(grids)}
 
 
-def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_readme: bool = True) -> dict:
+def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_results_page: bool = True) -> dict:
     """Train and measure the whole grid; write measurements.json, tables.md, figures; returns the measurements."""
-    from ..models import load_any
 
     size = size or grid_size()
     out = Path(out)
@@ -398,30 +395,25 @@ def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_re
         "paper": PAPER,
     }
     measurements["minutes"] = round(earlier_minutes + (time.time() - started) / 60, 1)  # a resumed grid: all its runs
-    write_outputs(measurements, out, update_readme=update_readme)
+    write_outputs(measurements, out, update_results_page=update_results_page)
     return measurements
 
 
 def _machine() -> str:
-    from ..bench import describe_machine
-
     return describe_machine(torch.device("cpu"))
 
 
-def write_outputs(measurements: dict, out: Path, *, update_readme: bool) -> None:
-    """measurements.json, tables.md and the figures; the README's results section from the same tables."""
-    (out / "measurements.json").write_text(json.dumps(measurements, indent=1) + "\n")
+def write_outputs(measurements: dict, out: Path, *, update_results_page: bool) -> None:
+    """measurements.json, tables.md and the figures; the results page's grid section from the same tables."""
+    write_json(measurements, out / "measurements.json")
     plot_figures(measurements, out)
-    tables = format_tables(measurements, figures_from=out)
+    tables = format_tables(measurements, figures_from=out, links_from=out)
     (out / "tables.md").write_text(tables + "\n")
-    if update_readme:
-        replace_readme_section(tables, README)
+    if update_results_page:
+        replace_section(format_tables(measurements, figures_from=out, links_from=RESULTS_PAGE.parent), RESULTS_PAGE)
 
 
 def plot_figures(m: dict, out: Path) -> None:
-    from ..passkey import plot_passkey_heatmap
-    from ..plotting import figure, length_axis, save
-
     lengths = m["lengths"]["eval_lengths"]
     fig, axes = figure(len(data.CORPORA), title="perplexity against evaluation length (mini model, test split)")
     for ax, corpus in zip(axes, data.CORPORA):
@@ -454,12 +446,9 @@ def _verdict(agrees: bool, why: str, partly: bool = False) -> str:
     return ("partly agrees" if agrees and partly else "agrees" if agrees else "differs") + f": {why}"
 
 
-def _shown(path: Path) -> str:
-    """A path as the README shows it: relative to the repository when inside it."""
-    try:
-        return str(path.resolve().relative_to(README.parent))
-    except ValueError:
-        return str(path)
+def _link(path: Path, links_from: Path) -> str:
+    """`path` as a Markdown link written in a file of the folder `links_from`: relative to that folder."""
+    return os.path.relpath(path.resolve(), links_from.resolve())
 
 
 def _far_passkey(m: dict, cell: Cell) -> list[float]:
@@ -469,7 +458,7 @@ def _far_passkey(m: dict, cell: Cell) -> list[float]:
     return [statistics.fmean(accuracy_at_length(grid, cell.context)[i] for i in far) for grid in m["passkey_trained"][cell.name]["by_seed"]]
 
 
-def format_tables(m: dict, figures_from: Path | None = None) -> str:
+def format_tables(m: dict, figures_from: Path | None = None, links_from: Path = REPOSITORY) -> str:
     """The paper-vs-mini tables, one per claim, each with a one-line verdict computed from the numbers."""
     t, size, grid = m["trained"], m["grid"], GridSize(**m["grid"])
     p, q = grid.pattern_target, grid.method_target
@@ -482,7 +471,7 @@ def format_tables(m: dict, figures_from: Path | None = None) -> str:
              "two compared cells overlapped (mean ± half the range). Perplexity on the first "
              f"{size['eval_tokens']:,} tokens of each test split, scored with full attention unless named; passkey "
              f"{size['passkey_trials']} key(s) per depth and seed."
-             + (f" Raw runs and measurements: `{_shown(figures_from)}/`." if figures_from else ""), ""]
+             + (f" Raw runs and measurements: `{shown_path(figures_from)}/`." if figures_from else ""), ""]
 
     depths = " / ".join(f"{100 * d:.0f}" for d in size["passkey_depths"])
     lines += [f"**Attention pattern during fine-tuning** (LoRA+, 256 -> {p}). Paper: " + m["paper"]["attention"], "",
@@ -572,22 +561,48 @@ def format_tables(m: dict, figures_from: Path | None = None) -> str:
               "Verdict: " + _verdict(longest_cost["speedup"] > 1, f"S² is {longest_cost['speedup']:.2f}x full attention's "
                                      f"speed at {longest_cost['length']} on this CPU"), ""]
     if figures_from:
-        lines += [f"![perplexity by length]({_shown(figures_from / 'perplexity_by_length.png')})",
-                  f"![passkey]({_shown(figures_from / 'passkey.png')})",
-                  f"![passkey by training pattern]({_shown(figures_from / 'passkey_by_pattern.png')})"]
+        lines += [f"![perplexity by length]({_link(figures_from / 'perplexity_by_length.png', links_from)})",
+                  f"![passkey]({_link(figures_from / 'passkey.png', links_from)})",
+                  f"![passkey by training pattern]({_link(figures_from / 'passkey_by_pattern.png', links_from)})"]
     return "\n".join(lines)
 
 
-def replace_readme_section(text: str, readme: Path = README) -> None:
-    """Put `text` between the README's reproduce markers (refusing a README without them)."""
-    content = readme.read_text()
-    if README_BEGIN not in content or README_END not in content:
-        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} section to fill")
-    head, rest = content.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    tmp = readme.with_name(readme.name + ".tmp")
-    tmp.write_text(f"{head}{README_BEGIN}\n{text}\n{README_END}{tail}")
-    os.replace(tmp, readme)  # never a half-written README
+def replace_section(text: str, page: Path = RESULTS_PAGE) -> None:
+    """Put `text` between the page's reproduce markers (refusing a page without them), atomically."""
+    content = page.read_text()
+    if SECTION_BEGIN not in content or SECTION_END not in content:
+        raise ValueError(f"{page} has no {SECTION_BEGIN} ... {SECTION_END} section to fill")
+    head, rest = content.split(SECTION_BEGIN, 1)
+    _, tail = rest.split(SECTION_END, 1)
+    write_text_atomic(page, f"{head}{SECTION_BEGIN}\n{text}\n{SECTION_END}{tail}")
+
+
+# ------------------------------------------------------------------------------------------ extension, then SFT
+
+
+def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_steps: int = 600, seed: int | None = None,
+                          show_progress: bool = False) -> tuple[Path, Path]:
+    """The paper's order at mini scale: extend the mini model 256 -> 512 on its pretraining mixture
+    (configs/recipes/mini-512.yaml), merge, then LoRA SFT with full attention at 512 on the long-QA train items
+    (template plain, 4 items a step, the rate decayed to 0 by a cosine: at a constant rate the result carries the
+    last steps' noise and swings with the seed): the README's commands as one function (notebook 07 calls
+    it). `extend_steps` defaults to the recipe's, `seed` to the trainer's, as on the command line.
+    Returns (the merged extended model, the SFT run's final/)."""
+
+    out = Path(out).resolve()  # the SFT run records the extended model's path: absolute, loadable from anywhere
+    shutil.rmtree(out, ignore_errors=True)
+    recipe, seeded = read_recipe(RECIPE_512), ({} if seed is None else {"seed": seed})
+    train(TrainConfig(**recipe | seeded | dict(output_dir=str(out / "extend"), max_steps=extend_steps or recipe["max_steps"],
+                                               save_every=0, report_to="none")), show_progress=show_progress)
+    extended = merge(out / "extend" / "final", out / "extended")
+    # full attention for SFT: the answers' lookups reach 150-300 tokens back, past S²'s groups of 128 at 512, and
+    # S²-trained SFT loses items on every base tried (probes.md, P35)
+    train(TrainConfig(model=str(extended), data=str(QA_DIR / "longqa_train.json"), template="plain",
+                      output_dir=str(out / "sft"), context_length=512, attention="full", method="lora", lr=1e-3,
+                      lr_scheduler="cosine", batch_size=4, grad_accum=1, max_steps=sft_steps,
+                      warmup_steps=min(20, sft_steps), save_every=0, report_to="none", **seeded),
+          show_progress=show_progress)
+    return extended, out / "sft" / "final"
 
 
 # ------------------------------------------------------------------------------------------ the demo
@@ -614,8 +629,6 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4, seed: int = 0) -> De
     """Extend the mini model's context `factor`x with S²-Attn + LoRA+ on this machine (training seed `seed`), then
     compare perplexity against evaluation length and passkey accuracy before and after (the same text and keys for
     every seed)."""
-    from ..models import load_any
-    from ..plotting import figure, length_axis, save
 
     out = Path(out)
     target, size = 256 * factor, demo_size(factor)
@@ -642,7 +655,7 @@ def demo(out: Path = Path("runs/demo"), *, factor: int = 4, seed: int = 0) -> De
     save(fig, out / "demo.png")
     record = asdict(result) | {"figures": [str(out / "demo.png")], "machine": _machine(), "steps": size.steps,
                                "rows_per_step": size.rows_per_step, "seed": seed}
-    (out / "demo.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_json(record, out / "demo.json")
     result.figures = [str(out / "demo.png"), str(out / "demo.json")]
     return result
 
