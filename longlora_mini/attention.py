@@ -275,7 +275,7 @@ def _flash(q, k, v, group_size, shift, scale, attention_mask):
         )
     if q.dtype not in (torch.float16, torch.bfloat16) or not q.is_cuda:
         raise ValueError(f"backend='flash' needs fp16/bf16 CUDA tensors, got {q.dtype} on {q.device}.")
-    from flash_attn import flash_attn_varlen_func
+    from flash_attn import flash_attn_varlen_func  # a GPU-only extra: imported where it runs, never on a CPU
 
     b, h, n, d = q.shape
     valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if attention_mask is None else attention_mask != 0
@@ -382,12 +382,12 @@ def full_causal_attention(q, k, v, *, scale: float | None = None) -> torch.Tenso
 
 __all__ = [
     "BACKENDS",
+    "flash_available",
+    "full_causal_attention",
+    "group_boundaries",
+    "pick_backend",
+    "repeat_kv",
     "s2_attention",
     "s2_attention_mask",
     "s2_attention_roll_leaky",
-    "full_causal_attention",
-    "pick_backend",
-    "group_boundaries",
-    "flash_available",
-    "repeat_kv",
 ]

@@ -169,8 +169,8 @@ def bench_attention(
                 _forward_backward(runnable[name][0], q, k, v, device)
             peaks[name] = peak.mib
         for _ in range(repeats):  # timing: variants alternate within each repeat
-            for name in times:
-                times[name].append(_forward_backward(runnable[name][0], q, k, v, device))
+            for name, runs in times.items():
+                runs.append(_forward_backward(runnable[name][0], q, k, v, device))
         base_time = statistics.median(times["full causal (SDPA)"])
         base_peak = peaks["full causal (SDPA)"]
         for name, (fn, note) in runnable.items():
@@ -188,8 +188,8 @@ def bench_attention(
 def format_report(report: Report) -> str:
     """A Markdown table: one row per (length, variant)."""
     lines = [
-        f"Attention forward+backward, {report.heads} heads x {report.head_dim}, {report.dtype}, G = n/4, "
-        f"median of {report.repeats}, on {report.machine} ({report.device})",
+        (f"Attention forward+backward, {report.heads} heads x {report.head_dim}, {report.dtype}, G = n/4, "
+         f"median of {report.repeats}, on {report.machine} ({report.device})"),
         "",
         "| n | variant | time (s) | time vs full | peak memory (MiB) | memory vs full |",
         "|---:|---|---:|---:|---:|---:|",

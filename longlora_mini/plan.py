@@ -67,9 +67,12 @@ class Architecture:
 
 
 PRESETS = {
-    "llama2-7b": Architecture(layers=32, hidden=4096, ffn=11008, heads=32, kv_heads=32, vocab=32000, trained_length=4096),
-    "llama2-13b": Architecture(layers=40, hidden=5120, ffn=13824, heads=40, kv_heads=40, vocab=32000, trained_length=4096),
-    "llama2-70b": Architecture(layers=80, hidden=8192, ffn=28672, heads=64, kv_heads=8, vocab=32000, trained_length=4096),
+    "llama2-7b": Architecture(layers=32, hidden=4096, ffn=11008, heads=32, kv_heads=32, vocab=32000,
+                              trained_length=4096),
+    "llama2-13b": Architecture(layers=40, hidden=5120, ffn=13824, heads=40, kv_heads=40, vocab=32000,
+                               trained_length=4096),
+    "llama2-70b": Architecture(layers=80, hidden=8192, ffn=28672, heads=64, kv_heads=8, vocab=32000,
+                               trained_length=4096),
 }
 
 
@@ -154,6 +157,10 @@ class Plan:
     launch: str
 
 
+MEMORY_TERMS = ("weights", "gradients", "optimizer_states", "activations", "logits", "reserved")
+SHARDED = ("fsdp", "zero2", "zero3", "zero3_offload")  # the strategies that shard gradients and optimizer states
+
+
 def plan(
     model: str = "llama2-7b",
     context_length: int = 8192,
@@ -170,88 +177,152 @@ def plan(
     kernel: str = "flash",
     lora_rank: int = 8,
 ) -> Plan:
+    check_choices(strategy, kernel, attention, method)
+    arch = architecture(model)
+    parameters, trainable = arch.parameters(), trainable_parameters(arch, method, lora_rank)
+    n, b = context_length, micro_batch
+    n_att = attended_keys(n, attention, group_size_ratio)
+    workspace = attention_workspace_bytes(arch, b, n, n_att, kernel)
+    one_layer = layer_activation_bytes(arch, b, n) + workspace
+    memory = memory_gib({
+        "weights": weight_bytes(arch, parameters, trainable, strategy, gpus),
+        "gradients": gradient_bytes(trainable, strategy, gpus),
+        "optimizer_states": optimizer_state_bytes(trainable, strategy, gpus),
+        "activations": activation_bytes(arch, b, n, one_layer, gradient_checkpointing),
+        "logits": logit_bytes(arch, b, n),
+        "reserved": RESERVED_GIB * GIB,
+    })
+    memory["activations_without_checkpointing"] = round(activation_bytes(arch, b, n, one_layer, False) / GIB, 2)
+    memory["activations_with_checkpointing"] = round(activation_bytes(arch, b, n, one_layer, True) / GIB, 2)
+    memory["attention_workspace_per_layer"] = round(workspace / GIB, 3)
+    total = sum(memory[k] for k in MEMORY_TERMS)  # of the rounded terms, as printed
+    memory["total"] = round(total, 2)
+
+    flops_per_step, attention_share = training_flops(arch, n_att, b * n * grad_accum * gpus, gradient_checkpointing)
+    config_file = config_file_for(strategy, gpus)
+    return Plan(
+        model=model, context_length=n, method=method, attention=attention, strategy=strategy, gpus=gpus,
+        gpu_memory_gib=gpu_memory_gib, micro_batch=b, grad_accum=grad_accum,
+        gradient_checkpointing=gradient_checkpointing, kernel=kernel,
+        position_interpolation_factor=interpolation_factor(arch, n),
+        parameters=parameters, trainable_parameters=trainable, memory_gib=memory, fits=total <= gpu_memory_gib,
+        headroom_gib=round(gpu_memory_gib - total, 2), flops_per_step=flops_per_step,
+        attention_share=attention_share, config_file=config_file,
+        launch=launch_command(model, n, method, attention, micro_batch, grad_accum, gradient_checkpointing, gpus,
+                              config_file),
+    )
+
+
+def check_choices(strategy: str, kernel: str, attention: str, method: str) -> None:
     if strategy not in STRATEGIES:
         raise ValueError(f"--strategy must be one of {STRATEGIES}, got {strategy!r}")
     if kernel not in ("flash", "sdpa"):
         raise ValueError(f"--kernel must be flash or sdpa, got {kernel!r}")
     if attention not in ATTENTIONS or method not in METHODS:
         raise ValueError(f"--attention takes {'/'.join(ATTENTIONS)} and --method {'/'.join(METHODS)}")
-    arch = architecture(model)
-    P, T = arch.parameters(), trainable_parameters(arch, method, lora_rank)
-    n, b, d = context_length, micro_batch, arch.hidden
-    n_att = attended_keys(n, attention, group_size_ratio)
-    sharded = strategy in ("fsdp", "zero2", "zero3", "zero3_offload")
-    shards = gpus if sharded else 1
 
-    # weights
-    if strategy in ("zero3", "fsdp"):
-        weights = 2 * P / gpus + 2 * 2 * (P - 2 * arch.vocab * d) / arch.layers  # shard + two gathered layers
-    elif strategy == "zero3_offload":
-        weights = 2 * 2 * (P - 2 * arch.vocab * d) / arch.layers + 2 * arch.vocab * d  # layers in flight + embeddings
-    elif strategy == "zero2":
-        weights = 2 * P
-    else:
-        weights = 2 * (P - T) + 4 * T
-    # gradients and optimizer states (fp32 master copy under DeepSpeed/FSDP's bf16 mode)
-    master = 4 * T if strategy != "ddp" else 0
-    gradients = 4 * T / shards
-    optimizer = (8 * T + master) / shards
+
+def memory_gib(term_bytes: dict[str, float]) -> dict[str, float]:
+    """Each memory term in GiB, rounded to 0.01 as the plan reports it."""
+    return {k: round(v / GIB, 2) for k, v in term_bytes.items()}
+
+
+def weight_bytes(arch: Architecture, parameters: int, trainable: int, strategy: str, gpus: int) -> float:
+    """The weights held on one GPU: bf16 under DeepSpeed/FSDP, frozen bf16 + fp32 trainable under DDP."""
+    if strategy in ("zero3", "fsdp"):  # this GPU's shard + two gathered layers
+        return 2 * parameters / gpus + 2 * 2 * (parameters - 2 * arch.vocab * arch.hidden) / arch.layers
+    if strategy == "zero3_offload":  # layers in flight + embeddings
+        return 2 * 2 * (parameters - 2 * arch.vocab * arch.hidden) / arch.layers + 2 * arch.vocab * arch.hidden
+    if strategy == "zero2":
+        return 2 * parameters
+    return 2 * (parameters - trainable) + 4 * trainable
+
+
+def shards(strategy: str, gpus: int) -> int:
+    return gpus if strategy in SHARDED else 1
+
+
+def gradient_bytes(trainable: int, strategy: str, gpus: int) -> float:
+    """fp32 gradients of the trainable weights, sharded by ZeRO-2/3 and FSDP; on the CPU with offload."""
     if strategy == "zero3_offload":
-        gradients, optimizer = 0.0, 0.0
-    # activations (bf16), per micro-batch
-    per_layer_values = 6 * d + 2 * arch.kv_dim + 4 * arch.ffn
-    attention_weights = 2 * arch.heads * n_att * b * n if kernel == "sdpa" else 4 * arch.heads * b * n  # bytes per layer
-    one_layer = 2 * b * n * per_layer_values + attention_weights
-    if gradient_checkpointing:
-        activations = 2 * arch.layers * b * n * d + one_layer
-    else:
-        activations = arch.layers * one_layer
-    logits = 10 * b * n * arch.vocab
-    memory = {
-        "weights": weights, "gradients": gradients, "optimizer_states": optimizer,
-        "activations": activations, "logits": logits, "reserved": RESERVED_GIB * GIB,
-    }
-    memory = {k: round(v / GIB, 2) for k, v in memory.items()}
-    memory["activations_without_checkpointing"] = round(arch.layers * one_layer / GIB, 2)
-    memory["activations_with_checkpointing"] = round((2 * arch.layers * b * n * d + one_layer) / GIB, 2)
-    memory["attention_workspace_per_layer"] = round(attention_weights / GIB, 3)
-    total = sum(memory[k] for k in ("weights", "gradients", "optimizer_states", "activations", "logits", "reserved"))
-    memory["total"] = round(total, 2)
+        return 0.0
+    return 4 * trainable / shards(strategy, gpus)
 
+
+def optimizer_state_bytes(trainable: int, strategy: str, gpus: int) -> float:
+    """AdamW's two fp32 moments, plus the fp32 master copy under DeepSpeed/FSDP's bf16 mode; sharded like the
+    gradients, on the CPU with offload."""
+    if strategy == "zero3_offload":
+        return 0.0
+    master = 4 * trainable if strategy != "ddp" else 0
+    return (8 * trainable + master) / shards(strategy, gpus)
+
+
+def attention_workspace_bytes(arch: Architecture, b: int, n: int, n_att: int, kernel: str) -> int:
+    """Bytes per layer: SDPA's math kernel keeps the attention weights (bf16), flash-attn the log-sum-exp (fp32)."""
+    return 2 * arch.heads * n_att * b * n if kernel == "sdpa" else 4 * arch.heads * b * n
+
+
+def layer_activation_bytes(arch: Architecture, b: int, n: int) -> int:
+    """The bf16 values one layer keeps for the backward pass, 6d + 2 d_kv + 4f per token, without the attention
+    workspace."""
+    per_layer_values = 6 * arch.hidden + 2 * arch.kv_dim + 4 * arch.ffn
+    return 2 * b * n * per_layer_values
+
+
+def activation_bytes(arch: Architecture, b: int, n: int, one_layer: int, gradient_checkpointing: bool) -> int:
+    """Activations per micro-batch: every layer's, or with checkpointing each layer's input (d values in bf16) plus
+    the one layer being recomputed."""
+    if gradient_checkpointing:
+        return 2 * arch.layers * b * n * arch.hidden + one_layer
+    return arch.layers * one_layer
+
+
+def logit_bytes(arch: Architecture, b: int, n: int) -> int:
+    """The logits in bf16, their fp32 copy and its gradient: 10 bytes per token per vocabulary entry."""
+    return 10 * b * n * arch.vocab
+
+
+def training_flops(arch: Architecture, n_att: int, tokens: int, gradient_checkpointing: bool) -> tuple[float, float]:
+    """(FLOPs of one optimizer step over `tokens` tokens, attention's share of them)."""
     parts = flops_per_token(arch, n_att)
     forward = sum(parts.values())
-    tokens = b * n * grad_accum * gpus
-    passes = 4 if gradient_checkpointing else 3
-    factor = math.ceil(n / arch.trained_length) if arch.trained_length else 1
-    config_file = "configs/accelerate/single_gpu.yaml" if gpus == 1 and strategy == "ddp" else CONFIG_FILES[strategy]
-    launch = (
+    passes = 4 if gradient_checkpointing else 3  # forward + backward, + the recomputed forward
+    return passes * forward * tokens, parts["attention"] / forward
+
+
+def interpolation_factor(arch: Architecture, context_length: int) -> int:
+    return math.ceil(context_length / arch.trained_length) if arch.trained_length else 1
+
+
+def config_file_for(strategy: str, gpus: int) -> str:
+    return "configs/accelerate/single_gpu.yaml" if gpus == 1 and strategy == "ddp" else CONFIG_FILES[strategy]
+
+
+def launch_command(model: str, n: int, method: str, attention: str, micro_batch: int, grad_accum: int,
+                   gradient_checkpointing: bool, gpus: int, config_file: str) -> str:
+    return (
         f"accelerate launch --config_file {config_file} --num_processes {gpus} -m longlora_mini.train "
         f"--model {HUB_IDS.get(model, model)} --context-length {n} --method {method} --attention {attention} "
         f"--batch-size {micro_batch} --grad-accum {grad_accum}"
         + (" --gradient-checkpointing" if gradient_checkpointing else "")
-    )
-    return Plan(
-        model=model, context_length=n, method=method, attention=attention, strategy=strategy, gpus=gpus,
-        gpu_memory_gib=gpu_memory_gib, micro_batch=b, grad_accum=grad_accum,
-        gradient_checkpointing=gradient_checkpointing, kernel=kernel, position_interpolation_factor=factor,
-        parameters=P, trainable_parameters=T, memory_gib=memory, fits=total <= gpu_memory_gib,
-        headroom_gib=round(gpu_memory_gib - total, 2), flops_per_step=passes * forward * tokens,
-        attention_share=parts["attention"] / forward, config_file=config_file, launch=launch,
     )
 
 
 def format_plan(p: Plan) -> str:
     m = p.memory_gib
     lines = [
-        f"{p.model} at {p.context_length:,} tokens (position interpolation x{p.position_interpolation_factor}), "
-        f"{p.method} with {p.attention} attention, {p.strategy} on {p.gpus} x {p.gpu_memory_gib:g} GiB, {p.kernel} kernel",
-        f"  parameters {p.parameters / 1e9:.2f} B, trainable {p.trainable_parameters / 1e6:.1f} M "
-        f"({100 * p.trainable_parameters / p.parameters:.2f}%)",
-        "  memory per GPU (GiB): " + ", ".join(
-            f"{k.replace('_', ' ')} {m[k]:.1f}" for k in ("weights", "gradients", "optimizer_states", "activations", "logits", "reserved")),
-        f"  activations {m['activations_without_checkpointing']:.1f} GiB without checkpointing, "
-        f"{m['activations_with_checkpointing']:.1f} GiB with; attention workspace {m['attention_workspace_per_layer']:.3f} GiB per layer",
-        f"  total {m['total']:.1f} GiB: " + ("fits" if p.fits else "does NOT fit") + f" ({p.headroom_gib:+.1f} GiB headroom)",
+        (f"{p.model} at {p.context_length:,} tokens (position interpolation x{p.position_interpolation_factor}), "
+         f"{p.method} with {p.attention} attention, {p.strategy} on {p.gpus} x {p.gpu_memory_gib:g} GiB, "
+         f"{p.kernel} kernel"),
+        (f"  parameters {p.parameters / 1e9:.2f} B, trainable {p.trainable_parameters / 1e6:.1f} M "
+         f"({100 * p.trainable_parameters / p.parameters:.2f}%)"),
+        "  memory per GPU (GiB): " + ", ".join(f"{k.replace('_', ' ')} {m[k]:.1f}" for k in MEMORY_TERMS),
+        (f"  activations {m['activations_without_checkpointing']:.1f} GiB without checkpointing, "
+         f"{m['activations_with_checkpointing']:.1f} GiB with; "
+         f"attention workspace {m['attention_workspace_per_layer']:.3f} GiB per layer"),
+        f"  total {m['total']:.1f} GiB: " + ("fits" if p.fits else "does NOT fit")
+        + f" ({p.headroom_gib:+.1f} GiB headroom)",
         f"  {_flops(p.flops_per_step)} per optimizer step; attention is {100 * p.attention_share:.1f}% of the FLOPs",
         f"  launch: {p.launch}",
     ]

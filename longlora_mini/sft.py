@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import Dataset
+
+from .progress import without_datasets_bars
 
 IGNORE_INDEX = -100
 TEMPLATES = ("llama2", "chat", "plain")
@@ -94,18 +97,22 @@ class SftData:
         return kept + "; dropped: " + ", ".join(f"{n} {reason}" for reason, n in self.dropped.items())
 
 
-def prepare(items: list[dict], tokenizer, template: str, max_length: int, min_answer_tokens: int = 1) -> SftData:
-    """Encode every item; drop (and count) those longer than max_length or with an empty answer."""
+def prepare(items: list[dict] | Dataset, tokenizer, template: str, max_length: int,
+            min_answer_tokens: int = 1) -> SftData:
+    """Encode every item (a `datasets.Dataset` map); drop (and count) those longer than max_length or with an empty
+    answer."""
+    dataset = items if isinstance(items, Dataset) else Dataset.from_list(list(items))
+    with without_datasets_bars():
+        encoded = dataset.map(lambda item: dict(zip(("input_ids", "labels"), encode(item, tokenizer, template))))
     data = SftData([])
-    for item in items:
+    for item in encoded:
         if len(item["output"].strip()) < min_answer_tokens:
             data.dropped["with an empty output"] += 1
             continue
-        ids, labels = encode(item, tokenizer, template)
-        if len(ids) > max_length:
+        if len(item["input_ids"]) > max_length:
             data.dropped[f"longer than {max_length} tokens"] += 1
             continue
-        data.examples.append((np.asarray(ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)))
+        data.examples.append((np.asarray(item["input_ids"], dtype=np.int64), np.asarray(item["labels"], dtype=np.int64)))
     if not data.examples:
         raise ValueError(f"no item fits: {data.report()}; raise --context-length or shorten the items")
     return data

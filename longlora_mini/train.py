@@ -117,7 +117,8 @@ class TrainConfig:
             (self.template in TEMPLATES, f"template must be one of {TEMPLATES}"),
             (min(self.context_length, self.max_steps, self.batch_size, self.grad_accum) >= 1,
              "context_length, max_steps, batch_size and grad_accum must be at least 1"),
-            (self.lr > 0 and self.save_every >= 0 and self.keep_checkpoints >= 1, "lr > 0, save_every >= 0, keep_checkpoints >= 1"),
+            (self.lr > 0 and self.save_every >= 0 and self.keep_checkpoints >= 1,
+             "lr > 0, save_every >= 0, keep_checkpoints >= 1"),
             (not (self.load_in_4bit and self.method == "full"),
              "load_in_4bit (QLoRA) trains adapters on a frozen 4-bit base: use a LoRA method, not full"),
         ]
@@ -133,14 +134,13 @@ class TrainConfig:
 
 # Settings that must not change when a run is resumed (others may: max_steps; lr and mixed_precision, to go on
 # more gently after a run diverged).
-FIXED_ON_RESUME = ("model", "data", "template", "context_length", "rope_scaling", "attention", "group_size_ratio", "method",
-                   "lora_rank", "lora_alpha", "lr_scheduler", "warmup_steps", "weight_decay", "batch_size",
+FIXED_ON_RESUME = ("model", "data", "template", "context_length", "rope_scaling", "attention", "group_size_ratio",
+                   "method", "lora_rank", "lora_alpha", "lr_scheduler", "warmup_steps", "weight_decay", "batch_size",
                    "grad_accum", "seed", "load_in_4bit")
 
 
 def read_recipe(path: str | Path) -> dict:
     """A recipe file (YAML or JSON): keys of TrainConfig. Unknown keys are an error, not a silent no-op."""
-
     values = yaml.safe_load(Path(path).read_text()) or {}
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
@@ -150,14 +150,6 @@ def read_recipe(path: str | Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- data
-
-
-def packed_rows(stream: np.ndarray, seq_len: int) -> np.ndarray:
-    """Cut a token stream into rows of seq_len (the remainder is dropped): (rows, seq_len)."""
-    rows = len(stream) // seq_len
-    if rows == 0:
-        raise ValueError(f"the data has {len(stream)} tokens, fewer than one row of --context-length {seq_len}")
-    return stream[: rows * seq_len].reshape(rows, seq_len)  # (tokens,) -> (rows, seq_len)
 
 
 def step_rows(step: int, rows_per_step: int, num_rows: int, seed: int) -> np.ndarray:
@@ -174,8 +166,8 @@ def step_rows(step: int, rows_per_step: int, num_rows: int, seed: int) -> np.nda
 Example = tuple  # (input_ids, labels) as int64 arrays; labels -100 where no loss is taken
 
 
-MIXTURE_SETTINGS = ("repeat_share", "random_copy_share", "passkey_share", "passkey_haystack", "passkey_min_length_share",
-                    "passkey_cut_share", "bos_at_row_start")
+MIXTURE_SETTINGS = ("repeat_share", "random_copy_share", "passkey_share", "passkey_haystack",
+                    "passkey_min_length_share", "passkey_cut_share", "bos_at_row_start")
 
 
 def is_mixture(spec: str) -> bool:
@@ -185,13 +177,12 @@ def is_mixture(spec: str) -> bool:
 def mixture_config(spec: str, context_length: int):
     """The PretrainConfig whose rows "mix" or "mix:passkey_share=0.3,passkey_min_length_share=0.5" draws: the
     pretraining mixture at the new length, with the shares of its row kinds (MIXTURE_SETTINGS) changed if asked."""
-
     overrides = {}
     for item in filter(None, spec.removeprefix("mix").removeprefix(":").split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in MIXTURE_SETTINGS:
-            raise ValueError(f"bad mixture setting {item!r} in --data {spec!r}: write mix:KEY=VALUE,... with KEY one of "
-                             f"{', '.join(MIXTURE_SETTINGS)}")
+            raise ValueError(f"bad mixture setting {item!r} in --data {spec!r}: write mix:KEY=VALUE,... "
+                             f"with KEY one of {', '.join(MIXTURE_SETTINGS)}")
         overrides[key] = _mixture_value(key, value, spec)
     return PretrainConfig(seq_len=context_length, **overrides)
 
@@ -217,7 +208,6 @@ def training_rows(config: TrainConfig, tokenizer, per_step: int):
     changes its shares, see mixture_config).
     """
     if is_mixture(config.data):
-
         if not data.is_project_tokenizer(tokenizer):
             raise ValueError("--data mix is the mini world's pretraining mixture and needs the project tokenizer; "
                              "pass corpus names (books,code) or a token file for this model")
@@ -230,11 +220,10 @@ def training_rows(config: TrainConfig, tokenizer, per_step: int):
 
         return rows_for_step, "the pretraining mixture (natural, repeated-span and passkey rows), generated per step"
     if config.data.endswith(".json"):
-
         sft = prepare(load_items(config.data), tokenizer, config.template, config.context_length)
         return (lambda step: [sft.examples[i] for i in step_rows(step, per_step, len(sft.examples), config.seed)],
                 f"supervised items from {shown_path(config.data)}: {sft.report()}")
-    rows = packed_rows(data.corpus_tokens(config.data, "train", tokenizer), config.context_length)
+    rows = data.packed_rows(data.corpus_tokens(config.data, "train", tokenizer), config.context_length)
     return (lambda step: [(row, row) for row in rows[step_rows(step, per_step, len(rows), config.seed)]],
             f"{len(rows):,} packed training rows")
 
@@ -244,7 +233,7 @@ def validation_rows(config: TrainConfig, tokenizer) -> np.ndarray | None:
     if Path(config.data).exists():
         return None
     source = "books,code" if is_mixture(config.data) else config.data
-    rows = packed_rows(data.corpus_tokens(source, "val", tokenizer), config.context_length)
+    rows = data.packed_rows(data.corpus_tokens(source, "val", tokenizer), config.context_length)
     return rows[np.linspace(0, len(rows) - 1, min(config.eval_windows, len(rows))).astype(np.int64)]
 
 
@@ -338,14 +327,16 @@ class TrainingDiverged(RuntimeError):
     """The loss, the gradient norm or the weights became non-finite: training stopped before saving anything."""
 
 
-def stop_if_diverged(accelerator, output_dir: Path, config: TrainConfig, step: int, checks: dict[str, torch.Tensor]) -> None:
+def stop_if_diverged(accelerator, output_dir: Path, config: TrainConfig, step: int,
+                     checks: dict[str, torch.Tensor]) -> None:
     """Raise TrainingDiverged on every process if any tensor in `checks` (what -> values) is not finite on any
     process, naming the step, the last good checkpoint and what to try. Collective: every rank must call it.
 
     A non-finite loss or gradient at step N comes from the weights the step started from: if a checkpoint holds
     exactly those (step N-1), resuming from it would diverge again, so it is set aside as step-N-1.diverged
     (kept, but not resumed from) and the checkpoint before it is named as the last good one."""
-    flags = torch.tensor([float(not bool(torch.isfinite(v.detach()).all())) for v in checks.values()], device=accelerator.device)
+    flags = torch.tensor([float(not bool(torch.isfinite(v.detach()).all())) for v in checks.values()],
+                         device=accelerator.device)
     flags = accelerator.reduce(flags, reduction="sum")
     if not bool(flags.any()):
         return
@@ -387,10 +378,12 @@ def check_resumable(state: dict, config: TrainConfig, num_processes: int) -> Non
     changed = changed_settings(state["config"], config, fixed)
     if changed:
         details = ", ".join(f"{k}: {state['config'].get(k)!r} -> {getattr(config, k)!r}" for k in changed)
-        raise ValueError(f"cannot resume: settings differ from the checkpoint ({details}); use the checkpoint's settings")
+        raise ValueError(f"cannot resume: settings differ from the checkpoint ({details}); "
+                         "use the checkpoint's settings")
     if state["num_processes"] != num_processes:
         raise ValueError(
-            f"cannot resume: the checkpoint was written by {state['num_processes']} processes, this run has {num_processes}; "
+            f"cannot resume: the checkpoint was written by {state['num_processes']} processes, "
+            f"this run has {num_processes}; "
             "launch with the same number (the data order and optimizer shards depend on it)"
         )
 
@@ -406,7 +399,6 @@ def check_rendezvous(timeout: float) -> None:
     """In a multi-process launch (WORLD_SIZE > 1), fail within `timeout` seconds, naming the address, when this rank
     cannot open a TCP connection to the launcher's rendezvous (MASTER_ADDR:MASTER_PORT), instead of waiting in the
     process group's own 30-minute timeout without a word."""
-
     if int(os.environ.get("WORLD_SIZE", "1")) < 2 or "MASTER_ADDR" not in os.environ:
         return
     address = (os.environ["MASTER_ADDR"], int(os.environ.get("MASTER_PORT", "29500")))
@@ -432,7 +424,6 @@ def build_accelerator(config: TrainConfig, output_dir: Path):
     check_rendezvous(config.rendezvous_timeout)
 
     if not torch.distributed.is_initialized():  # a fresh state for each run in one process (notebooks, tests)
-
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
     on_gpu = torch.cuda.is_available()
@@ -460,12 +451,10 @@ def build_accelerator(config: TrainConfig, output_dir: Path):
 
 def prepare_model(config: TrainConfig):
     """Load, extend the positions, pick the attention, wrap for the method; returns (model, tokenizer)."""
-
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    loading = four_bit_loading(int(os.environ.get("LOCAL_RANK", 0))) if config.load_in_4bit else {}
+    loading = four_bit_loading(int(os.environ.get("LOCAL_RANK", "0"))) if config.load_in_4bit else {}
     model = load_extended(config.model, config.context_length, config.rope_scaling, **loading)
     if config.load_in_4bit:  # QLoRA: norms and embeddings in fp32, inputs that carry gradients into the 4-bit layers
-
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     # one group size for every batch, a share of the training context: a padded (SFT) batch then groups each
     # sequence exactly as it would be grouped alone; packed rows all have the context's length anyway
@@ -490,26 +479,57 @@ def write_run_record(model_dir: Path, config: TrainConfig, counts: dict) -> None
 
 def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict:
     """Run (or resume) a training run; returns the report written to eval.json."""
-
     output_dir = Path(config.output_dir)
     accelerator = build_accelerator(config, output_dir)
-    log = accelerator.print
+    checkpoints = checkpoints_to_resume(output_dir, resume)
+    torch.manual_seed(config.seed)
+    model, tokenizer = prepare_model(config)
+    counts = trainable_counts(model)
+    accelerator.print(describe_trainable(counts))
+    rows_for_step, val_rows = load_rows(config, tokenizer, accelerator)
+    optimizer, scheduler = build_optimizer(model, config)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
+    if accelerator.state.deepspeed_plugin is None:
+        accelerator.register_save_state_pre_hook(_only_trainable(model, accelerator))
+    start_step, report = resume_run(accelerator, config, scheduler, checkpoints)
+    if config.report_to != "none":
+        accelerator.init_trackers("longlora-mini", config={k: v for k, v in asdict(config).items()})
+
+    if val_rows is not None and "val_loss_before" not in report:
+        report["val_loss_before"] = validation_loss(model, val_rows, accelerator.device, config.batch_size)
+        accelerator.print(
+            f"validation loss at {config.context_length} before training: {report['val_loss_before']:.4f}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    train_steps(accelerator, model, optimizer, scheduler, config, rows_for_step, pad_id, start_step, report,
+                show=show_progress and accelerator.is_local_main_process)
+    return finish_run(accelerator, model, tokenizer, config, counts, val_rows, report)
+
+
+def checkpoints_to_resume(output_dir: Path, resume: bool) -> list[Path]:
+    """The run's complete checkpoints, oldest first; a folder that already holds a run is only continued with
+    --resume, never overwritten."""
     existing = checkpoint_dirs(output_dir)
     if (existing or (output_dir / "final").exists()) and not resume:
         raise FileExistsError(
             f"{output_dir} already holds a run; pass --resume to continue it or choose another --output-dir"
         )
+    return existing
 
-    torch.manual_seed(config.seed)
-    model, tokenizer = prepare_model(config)
-    counts = trainable_counts(model)
-    log(describe_trainable(counts))
+
+def load_rows(config: TrainConfig, tokenizer, accelerator):
+    """(step -> that step's training examples, the validation rows or None), described in the log."""
     per_step = rows_per_step(config, accelerator.num_processes)
     rows_for_step, described = training_rows(config, tokenizer, per_step)
     val_rows = validation_rows(config, tokenizer)
-    log(f"{described}; {per_step} rows of {config.context_length} tokens per optimizer step "
+    accelerator.print(
+        f"{described}; {per_step} rows of {config.context_length} tokens per optimizer step "
         f"({accelerator.num_processes} process(es) x batch {config.batch_size} x accumulation {config.grad_accum})")
+    return rows_for_step, val_rows
 
+
+def build_optimizer(model, config: TrainConfig):
+    """AdamW with weight decay on the trainable matrices only (not on norms and biases), and the warmup schedule."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -520,83 +540,123 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
     else:
         scheduler = get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
-    if accelerator.state.deepspeed_plugin is None:
-        accelerator.register_save_state_pre_hook(_only_trainable(model, accelerator))
+    return optimizer, scheduler
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    metrics_path = output_dir / "metrics.jsonl"
+
+def resume_run(accelerator, config: TrainConfig, scheduler, checkpoints: list[Path]) -> tuple[int, dict]:
+    """(the step to start from, the report so far): from the newest checkpoint, whose weights, optimizer, scheduler
+    and RNG states are restored, or (0, {}) for a new run. metrics.jsonl keeps the lines of the steps done (none for
+    a new run), and a half-written checkpoint of the next step is removed."""
+    output_dir = Path(config.output_dir)
     start_step, report = 0, {}
-    if resume and existing:
-        state = json.loads((existing[-1] / "trainer_state.json").read_text())
+    if checkpoints:
+        newest = checkpoints[-1]
+        state = json.loads((newest / "trainer_state.json").read_text())
         check_resumable(state, config, accelerator.num_processes)
-        accelerator.load_state(str(existing[-1]), strict=False)
+        accelerator.load_state(str(newest), strict=False)
         rescale_rate(scheduler, config.lr)  # a resumed run may lower the rate
         start_step = state["step"]
-        log(f"resumed from {existing[-1]} (step {start_step}, data position {state['data_position']})")
+        accelerator.print(f"resumed from {newest} (step {start_step}, data position {state['data_position']})")
         report = dict(state.get("report", {}))  # measured before step 0, not on the resumed weights
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = output_dir / "metrics.jsonl"
         kept = metrics_path.read_text().splitlines(keepends=True) if metrics_path.exists() and start_step else []
         metrics_path.write_text("".join(line for line in kept if json.loads(line)["step"] <= start_step))
         shutil.rmtree(output_dir / "checkpoints" / f"step-{start_step + 1:06d}.tmp", ignore_errors=True)
-    if config.report_to != "none":
-        accelerator.init_trackers("longlora-mini", config={k: v for k, v in asdict(config).items()})
+    return start_step, report
 
-    if val_rows is not None and "val_loss_before" not in report:
-        report["val_loss_before"] = validation_loss(model, val_rows, accelerator.device, config.batch_size)
-        log(f"validation loss at {config.context_length} before training: {report['val_loss_before']:.4f}")
 
+def train_steps(accelerator, model, optimizer, scheduler, config: TrainConfig, rows_for_step, pad_id: int,
+                start_step: int, report: dict, show: bool) -> None:
+    """The optimizer steps from start_step to max_steps, each logged to metrics.jsonl, with checkpoints on the way."""
     model.train()
     bar = progress_bar(range(start_step, config.max_steps), desc=f"training at {config.context_length}",
-                       show=show_progress and accelerator.is_local_main_process, initial=start_step, total=config.max_steps)
+                       show=show, initial=start_step, total=config.max_steps)
     with logging_redirect_tqdm():  # log lines (the S²-Attn backend) print above the bar, not inside it
         for step in bar:
             started = time.perf_counter()
             examples = rows_for_step(step)  # per_step (input_ids, labels) pairs, the same on every process
-            step_tokens = labelled_tokens(examples)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-            for micro_step in range(config.grad_accum):
-                first = (micro_step * accelerator.num_processes + accelerator.process_index) * config.batch_size
-                batch = {k: v.to(accelerator.device) for k, v in collate(examples[first : first + config.batch_size], pad_id).items()}
-                with accelerator.accumulate(model):
-                    loss, _ = summed_loss(model, batch)
-                    # accelerate divides by grad_accum and DDP averages over processes: undo both, so that the
-                    # gradient is that of the step's token-weighted mean loss
-                    accelerator.backward(loss * (config.grad_accum * accelerator.num_processes / step_tokens))
-                    checks = {"loss": loss_sum + loss.detach()}
-                    if accelerator.sync_gradients and accelerator.state.deepspeed_plugin is None:
-                        norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
-                        if accelerator.scaler is None:  # fp16's loss scaler skips steps with inf gradients by design
-                            checks["gradient norm"] = torch.as_tensor(norm)
-                    if accelerator.sync_gradients:  # before the optimizer step: broken gradients never reach the weights
-                        stop_if_diverged(accelerator, output_dir, config, step + 1, checks)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach().double()
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            loss_value = (accelerator.reduce(loss_sum, reduction="sum") / step_tokens).item()
+            loss_value, lr = training_step(accelerator, model, optimizer, scheduler, config, examples, pad_id, step + 1)
             elapsed = time.perf_counter() - started
-            record = {"step": step + 1, "loss": round(loss_value, 6), "lr": lr, "tokens_per_s": round(sum(len(ids) for ids, _ in examples) / elapsed, 1)}
-            if accelerator.is_main_process:
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-            accelerator.log({"train/loss": loss_value, "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, step=step + 1)
+            log_step(accelerator, config, step + 1, loss_value, lr, sum(len(ids) for ids, _ in examples) / elapsed)
             bar.set_postfix(loss=f"{loss_value:.3f}")
-            saving = config.save_every and (step + 1) % config.save_every == 0 and step + 1 < config.max_steps
-            if saving or step + 1 == config.max_steps:  # a finite step can still leave non-finite weights: never save them
-                stop_if_diverged(accelerator, output_dir, config, step + 1, {"weights": trainable_weights(model)})
-            if saving:
-                save_checkpoint(accelerator, output_dir, step + 1, config, report)
+            save_if_due(accelerator, model, config, step + 1, report)
 
+
+def training_step(accelerator, model, optimizer, scheduler, config: TrainConfig, examples: list[Example], pad_id: int,
+                  step_number: int) -> tuple[float, float]:
+    """One optimizer step (step_number counts from 1) over the step's examples, split into micro-batches across
+    the processes: (the step's token-weighted mean loss over all processes, the learning rate it used)."""
+    step_tokens = labelled_tokens(examples)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    for micro_step in range(config.grad_accum):
+        batch = micro_batch(accelerator, examples, micro_step, config.batch_size, pad_id)
+        with accelerator.accumulate(model):
+            loss, _ = summed_loss(model, batch)
+            # accelerate divides by grad_accum and DDP averages over processes: undo both, so that the
+            # gradient is that of the step's token-weighted mean loss
+            accelerator.backward(loss * (config.grad_accum * accelerator.num_processes / step_tokens))
+            optimizer_step(accelerator, model, optimizer, config, step_number, loss_sum + loss.detach())
+        loss_sum += loss.detach().double()
+    lr = scheduler.get_last_lr()[0]
+    scheduler.step()  # once per optimizer step, after its last micro-batch
+    return (accelerator.reduce(loss_sum, reduction="sum") / step_tokens).item(), lr
+
+
+def micro_batch(accelerator, examples: list[Example], micro_step: int, batch_size: int, pad_id: int) -> dict:
+    """This process's rows of one micro-step, collated onto its device: micro-step m of process p takes the
+    (m * processes + p)-th batch_size rows of the step."""
+    first = (micro_step * accelerator.num_processes + accelerator.process_index) * batch_size
+    return {k: v.to(accelerator.device) for k, v in collate(examples[first : first + batch_size], pad_id).items()}
+
+
+def optimizer_step(accelerator, model, optimizer, config: TrainConfig, step_number: int, loss: torch.Tensor) -> None:
+    """Clip the gradients, stop if the loss so far or the gradient norm is not finite, step and zero the gradients.
+    Called after every micro-batch: accelerate's optimizer only steps at the step's last one (sync_gradients)."""
+    checks = {"loss": loss}
+    if accelerator.sync_gradients and accelerator.state.deepspeed_plugin is None:
+        norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
+        if accelerator.scaler is None:  # fp16's loss scaler skips steps with inf gradients by design
+            checks["gradient norm"] = torch.as_tensor(norm)
+    if accelerator.sync_gradients:  # before the optimizer step: broken gradients never reach the weights
+        stop_if_diverged(accelerator, Path(config.output_dir), config, step_number, checks)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def log_step(accelerator, config: TrainConfig, step_number: int, loss_value: float, lr: float,
+             tokens_per_s: float) -> None:
+    """One line of metrics.jsonl (main process) and the tracker's scalars."""
+    record = {"step": step_number, "loss": round(loss_value, 6), "lr": lr, "tokens_per_s": round(tokens_per_s, 1)}
+    if accelerator.is_main_process:
+        with (Path(config.output_dir) / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    accelerator.log({"train/loss": loss_value, "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]},
+                    step=step_number)
+
+
+def save_if_due(accelerator, model, config: TrainConfig, step_number: int, report: dict) -> None:
+    """Every save_every steps (but the last, which save_final covers), a checkpoint; before it and after the last
+    step, a check of the weights."""
+    output_dir = Path(config.output_dir)
+    saving = config.save_every and step_number % config.save_every == 0 and step_number < config.max_steps
+    if saving or step_number == config.max_steps:  # a finite step can still leave non-finite weights: never save them
+        stop_if_diverged(accelerator, output_dir, config, step_number, {"weights": trainable_weights(model)})
+    if saving:
+        save_checkpoint(accelerator, output_dir, step_number, config, report)
+
+
+def finish_run(accelerator, model, tokenizer, config: TrainConfig, counts: dict, val_rows, report: dict) -> dict:
+    """The validation loss after training, the final model and eval.json; returns the report."""
+    output_dir = Path(config.output_dir)
     if val_rows is not None:
         report["val_loss_after"] = validation_loss(model, val_rows, accelerator.device, config.batch_size)
-        log(f"validation loss at {config.context_length} after {config.max_steps} steps: {report['val_loss_after']:.4f}")
-    report |= {"context_length": config.context_length, "steps": config.max_steps, "eval_rows": 0 if val_rows is None else len(val_rows),
-               "num_processes": accelerator.num_processes, "trainable": counts,
-               "param_checksum": parameter_checksum(model, accelerator)}
+        accelerator.print(f"validation loss at {config.context_length} after {config.max_steps} steps: "
+                          f"{report['val_loss_after']:.4f}")
+    report |= {"context_length": config.context_length, "steps": config.max_steps,
+               "eval_rows": 0 if val_rows is None else len(val_rows), "num_processes": accelerator.num_processes,
+               "trainable": counts, "param_checksum": parameter_checksum(model, accelerator)}
     save_final(model, tokenizer, accelerator, output_dir / "final", config, counts)
     if accelerator.is_main_process:
         write_json(report, output_dir / "eval.json")
@@ -662,12 +722,12 @@ def config_from_args(args: argparse.Namespace, smoke_overrides: dict | None = No
     return TrainConfig(**values)
 
 
-SMOKE_OVERRIDES = dict(context_length=512, max_steps=4, grad_accum=1, save_every=2, eval_windows=2, warmup_steps=1)
+SMOKE_OVERRIDES = {"context_length": 512, "max_steps": 4, "grad_accum": 1, "save_every": 2, "eval_windows": 2,
+                   "warmup_steps": 1}
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Train from parsed options (smoke overrides in smoke mode); the main process prints the report."""
-
     try:
         report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume)
     except (TrainingDiverged, FourBitUnavailable, RanksCannotMeet) as error:

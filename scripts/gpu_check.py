@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from longlora_mini.attention import flash_available, s2_attention  # noqa: E402
-from longlora_mini.extend import apply_method, set_attention  # noqa: E402
+from longlora_mini.attention import flash_available, s2_attention
+from longlora_mini.extend import apply_method, set_attention
 
 
 def sync(device: str) -> None:
@@ -63,7 +63,7 @@ def check_kernels(device: str, lengths: list[int], layouts: list[tuple[int, int,
         k, v = (torch.randn(1, kv_heads, n, head_dim, device=device, dtype=torch.bfloat16) for _ in range(2))
         grad_out = torch.randn(1, heads, n, head_dim, device=device, dtype=torch.bfloat16)
 
-        def run(backend, dtype):
+        def run(backend, dtype, q=q, k=k, v=v, group=group, grad_out=grad_out):  # this layout's tensors, bound now
             leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
             out = s2_attention(*leaves, group, backend=backend)
             out.backward(grad_out.to(dtype))
@@ -89,8 +89,8 @@ def check_kernels(device: str, lengths: list[int], layouts: list[tuple[int, int,
 def build_model(device: str, tiny: bool):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    size = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4, vocab_size=512) if tiny \
-        else dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=16, vocab_size=32000)
+    size = {"hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 512} if tiny \
+        else {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 24, "num_attention_heads": 16, "vocab_size": 32000}
     config = LlamaConfig(**size, num_key_value_heads=size["num_attention_heads"], max_position_embeddings=4096,
                          tie_word_embeddings=False, use_cache=False)
     torch.manual_seed(0)

@@ -1,5 +1,7 @@
 """S²-Attn: the definition, every backend against it, padding, causality, and the leak of the roll variant."""
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ from longlora_mini.attention import (
     s2_attention_roll_leaky,
 )
 
-TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=1e-5, rtol=1e-5)}
+TOL = {torch.float64: {"atol": 1e-10, "rtol": 1e-10}, torch.float32: {"atol": 1e-5, "rtol": 1e-5}}
 
 # (batch, heads, kv_heads, seq, group): G divides n, n not divisible by G, G >= n, GQA (even/odd kv heads),
 # odd head counts (SmolLM2-135M's 9 query heads on 3 key/value heads: a key/value head serves both parts; 15 on 5;
@@ -266,7 +268,7 @@ def test_group_boundaries_match_the_mask_groups():
             mask = s2_attention_mask(length, g, 2)[head]
             groups = [b - start for b in bounds if start < b <= start + length]
             edges = [0] + groups
-            for lo, hi in zip(edges, edges[1:]):
+            for lo, hi in itertools.pairwise(edges):
                 assert mask[hi - 1, lo:hi].all() and not mask[hi - 1, :lo].any()
             start += length
         assert bounds[-1] == sum(lengths) and bounds == sorted(set(bounds))
@@ -278,15 +280,15 @@ def test_group_boundaries_match_the_mask_groups():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(group_size=1), "group_size must be an integer >= 2"),
-        (dict(group_size=4.0), "group_size must be an integer >= 2"),
-        (dict(backend="magic"), "unknown S²-Attn backend"),
-        (dict(attention_mask=torch.ones(3, 8)), r"attention_mask must be the \(batch, seq\)"),
+        ({"group_size": 1}, "group_size must be an integer >= 2"),
+        ({"group_size": 4.0}, "group_size must be an integer >= 2"),
+        ({"backend": "magic"}, "unknown S²-Attn backend"),
+        ({"attention_mask": torch.ones(3, 8)}, r"attention_mask must be the \(batch, seq\)"),
     ],
 )
 def test_bad_arguments_say_what_to_change(kwargs, message):
     q, k, v = (t.detach() for t in qkv(2, 4, 2, 8))
-    args = dict(group_size=4) | kwargs
+    args = {"group_size": 4} | kwargs
     with pytest.raises(ValueError, match=message):
         s2_attention(q, k, v, args.pop("group_size"), **args)
 

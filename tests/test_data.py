@@ -75,10 +75,12 @@ def test_tokenizer_round_trips_and_splits_digits():
 
 
 def test_packed_rows_are_the_stream_cut_into_rows():
-    rows = data.packed_rows(["code"], "val", 256)
     stream = np.asarray(data.load_tokens("code", "val"))
-    assert len(rows) == len(stream) // 256
-    assert rows[3]["input_ids"].tolist() == stream[3 * 256 : 4 * 256].tolist()
+    rows = data.packed_rows(stream, 256)
+    assert rows.shape == (len(stream) // 256, 256)
+    assert rows[3].tolist() == stream[3 * 256 : 4 * 256].tolist()
+    with pytest.raises(ValueError, match="fewer than one row"):
+        data.packed_rows(stream[:255], 256)
 
 
 def test_missing_stdlib_module_is_skipped_with_a_warning(monkeypatch, caplog):

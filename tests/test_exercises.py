@@ -11,7 +11,7 @@ from longlora_mini.lab import exercises
 from longlora_mini.lab.exercises import ExerciseFailed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks" / "solutions"))
-import solutions  # noqa: E402
+import solutions
 
 
 def fails_with(check, answer, message):
@@ -157,7 +157,7 @@ def test_launch_choice():
     assert exercises.check_launch_choice(solutions.solve_launch_choice())
     fails_with(exercises.check_launch_choice, "zero2", "more than 80")
     fails_with(exercises.check_launch_choice, "zero4", "not a strategy")
-    seven_b_at_8k = lambda strategy: exercises.check_launch_choice(strategy, model="llama2-7b", context_length=8192)  # noqa: E731
+    seven_b_at_8k = lambda strategy: exercises.check_launch_choice(strategy, model="llama2-7b", context_length=8192)
     fails_with(seven_b_at_8k, "zero2", "ddp fits too")  # LoRA+ of 7B at 8k needs no sharding at all
     assert seven_b_at_8k("ddp")
 

@@ -43,7 +43,7 @@ def test_smollm2_s2_training_step_equals_full_attention_when_one_group_covers_th
 def run_cli(*args, cwd):
     env = {k: v for k, v in os.environ.items() if k != "LONGLORA_MINI_SMOKE"} | {"HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "longlora_mini", *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done
 

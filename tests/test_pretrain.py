@@ -1,6 +1,7 @@
 """Pretraining: the data mix does what it says, the schedule, and a short run end to end."""
 
 import copy
+import itertools
 import json
 import random
 
@@ -154,7 +155,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     config = PretrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
     lrs = [learning_rate(s, config, mixture_start=0) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
     assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 
@@ -163,7 +164,7 @@ def test_schedule_holds_the_peak_until_the_mixture_then_decays_over_it():
     assert [learning_rate(s, config, mixture_start=None) for s in range(10, 60)] == [pytest.approx(1e-3)] * 50
     lrs = [learning_rate(s, config, mixture_start=50) for s in range(50, 100)]
     assert lrs[0] == pytest.approx(1e-3)
-    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
+    assert all(a > b for a, b in itertools.pairwise(lrs)) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 
 def test_pretrain_runs_and_writes_a_checkpoint_atomically(tmp_path):
@@ -192,7 +193,7 @@ def test_an_interrupted_pretraining_run_resumes_exactly(tmp_path):
         steps=8, batch_size=2, warmup_steps=2, copy_curriculum=((64, 2), (0, 1)), copy_batch=2,
         layers=1, hidden_size=32, intermediate_size=64, heads=2,
     )
-    quick = dict(show_progress=False, eval_windows=1, passkey_trials=1)
+    quick = {"show_progress": False, "eval_windows": 1, "passkey_trials": 1}
     whole, _ = pretrain(config, tmp_path / "whole", **quick)
 
     def crash(step, model):

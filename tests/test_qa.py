@@ -20,7 +20,7 @@ from longlora_mini.sft import load_items, prompt_ids
 
 def test_committed_qa_files_rebuild_byte_for_byte(tmp_path):
     paths = build(tmp_path)
-    for split, path in paths.items():
+    for path in paths.values():
         assert path.read_bytes() == (QA_DIR / path.name).read_bytes(), f"data/qa/{path.name} differs: run longlora-mini data qa"
 
 
@@ -59,7 +59,7 @@ def test_make_items_is_deterministic():
 def run_cli(*args, cwd):
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "longlora_mini", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
 
 
 def test_generate_streams_an_answer_and_refuses_what_does_not_fit(tmp_path):
@@ -80,7 +80,7 @@ def test_eval_qa_scores_the_items_that_fit(tmp_path):
     done = subprocess.run([sys.executable, "-m", "longlora_mini", "eval", "qa", "--json", "qa.json",
                            "--model", "mini", "--pi-length", "512", "--label", "a",
                            "--model", "mini", "--pi-length", "512", "--label", "b"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "qa.json").read_text())
     a, b = results["a"], results["b"]

@@ -20,7 +20,7 @@ from longlora_mini.lab.reproduce import SECTION_BEGIN, SECTION_END, Cell, cells,
 
 def run_cli(*args):
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "longlora_mini", *map(str, args)], env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "longlora_mini", *map(str, args)], env=env, capture_output=True, text=True, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def measurements(full=8.0, s2=8.1, short=9.0, lora=11.0, plus=8.2, ft=8.1, exten
     size = reproduce.GridSize()
 
     def cell(value, own_value=None):
-        one = lambda v: {"mean": v, "spread": spread, "runs": [v - spread / 2, v + spread / 2]}  # noqa: E731
+        one = lambda v: {"mean": v, "spread": spread, "runs": [v - spread / 2, v + spread / 2]}
         return {c: ({"full": one(value), "own": one(own_value or value)} if own_value is not False else {"full": one(value)})
                 for c in ("books", "code")}
 

@@ -1,9 +1,9 @@
 """Write rows of the mini pretraining mixture at a given length as a uint16 token file, optionally with BOS as every
 row's first token (for a base pretrained so, `bos_at_row_start`): `longlora-mini train --data FILE` then trains on
 exactly these rows (a token file is cut into rows of --context-length). Used by the sink probe of
-data/results/probes.md (P17).
+docs/lab/notebook.md (P17).
 
-    python scripts/mix_rows.py /tmp/mix-512-bos.bin --length 512 --rows 880 --bos-first
+    python docs/lab/mix_rows.py /tmp/mix-512-bos.bin --length 512 --rows 880 --bos-first
 """
 
 import argparse

@@ -1,9 +1,9 @@
 """How much attention the queries of the last quarter of a window pay to keys more than half a window back, with
 full causal attention, per layer (the mean over heads and the most-reaching head; 8 books-validation windows): does a
-model that fails on far keys (data/results/probes.md, P17) over-attend to them or under-attend?
+model that fails on far keys (docs/lab/notebook.md, P17) over-attend to them or under-attend?
 
-    python scripts/probe_attention_reach.py mini --pi-length 512 --length 512
-    python scripts/probe_attention_reach.py runs/e9/final --length 512
+    python docs/lab/probe_attention_reach.py mini --pi-length 512 --length 512
+    python docs/lab/probe_attention_reach.py runs/e9/final --length 512
 """
 
 import argparse

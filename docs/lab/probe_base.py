@@ -1,10 +1,10 @@
 """Probe a mini base-model design: pretrain a small variant and measure, while it trains, how it fails past its
 window (the cliff) and how well it uses its window; at the end, passkey inside and at 2x the window.
 
-    python scripts/probe_base.py --name theta500 --set rope_theta=500 --set hidden_size=128 --steps 800
+    python docs/lab/probe_base.py --name theta500 --set rope_theta=500 --set hidden_size=128 --steps 800
 
 Each evaluation is one JSON line in data/results/probes/<name>.jsonl (the settings on the first line); the lab
-notebook data/results/probes.md reads them. The model is saved to runs/probes/<name>.
+notebook docs/lab/notebook.md reads them. The model is saved to runs/probes/<name>.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main() -> None:
 
     if not args.resume:
         log.write_text("")
-    write({"name": args.name, "config": asdict(config), "command": "python scripts/probe_base.py " + " ".join(
+    write({"name": args.name, "config": asdict(config), "command": "python docs/lab/probe_base.py " + " ".join(
         [f"--name {args.name}"] + [f"--set {s}" for s in args.set])})
 
     def measure(step: int, model) -> None:

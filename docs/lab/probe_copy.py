@@ -11,7 +11,7 @@ so that the prompt fits --budget tokens with the phrase still inside, and is ask
 Greedy answers (EOS barred from the first step, as `eval qa`) count when their first word is the reference. One JSON
 line per model is appended to data/results/probes/copy.jsonl.
 
-    python scripts/probe_copy.py mini runs/mini-512-merged --budget 240
+    python docs/lab/probe_copy.py mini runs/mini-512-merged --budget 240
 """
 
 import argparse
@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from longlora_mini import data
-from longlora_mini.lab.qa import PASSAGE_END, first_answer, generate_answer, passage_and_question
+from longlora_mini.evaluate import first_answer, generate_answer
+from longlora_mini.lab.qa import PASSAGE_END, passage_and_question
 from longlora_mini.models import load_any
 from longlora_mini.sft import load_items
 

@@ -1,8 +1,8 @@
 """Probe one extension recipe on the committed base model (or --base): train it (reproduce.train_cell), then perplexity on the
 books test split at 256 ... 2x the target and passkey at each length; one JSON line appended to
-data/results/probes/ext.jsonl. The lab notebook (data/results/probes.md, P15 on) lists the probes run with it.
+data/results/probes/ext.jsonl. The lab notebook (docs/lab/notebook.md, P15 on) lists the probes run with it.
 
-    python scripts/probe_extension.py --name e1-full --target 1024 --attention full --method full --threads 1
+    python docs/lab/probe_extension.py --name e1-full --target 1024 --attention full --method full --threads 1
 """
 
 import argparse

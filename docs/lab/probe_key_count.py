@@ -1,9 +1,9 @@
 """Per-position loss of a model on 8 books-validation windows of N tokens, with full causal attention and with sliding
 windows of W keys: does a model fail where its queries attend to more keys than it was ever trained on?
-(data/results/probes.md, P15)
+(docs/lab/notebook.md, P15)
 
-    python scripts/probe_key_count.py runs/e2-s2-2x-seed0/final --length 512 --windows 256,128
-    python scripts/probe_key_count.py runs/probes/r10-bos --pi-length 512 --bos-first    # a base, PI x2 untrained
+    python docs/lab/probe_key_count.py runs/e2-s2-2x-seed0/final --length 512 --windows 256,128
+    python docs/lab/probe_key_count.py runs/probes/r10-bos --pi-length 512 --bos-first    # a base, PI x2 untrained
 """
 
 import argparse

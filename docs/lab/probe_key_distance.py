@@ -1,10 +1,10 @@
 """Is a passkey lost to its distance from the question, or to its place at the start of the prompt?
-(data/results/probes.md, P36). For each (length, depth) cell: exact-match retrieval (greedy, as passkey_grid) and
+(docs/lab/notebook.md, P36). For each (length, depth) cell: exact-match retrieval (greedy, as passkey_grid) and
 the mean negative log-likelihood of the key's tokens given the prompt (teacher-forced: a graded figure that needs
 fewer keys than exact match). Optionally `--lead N` puts N filler tokens before the instruction line, so that a key
 at depth 0 sits N tokens further from the row's start at the same distance from the question.
 
-    python scripts/probe_key_distance.py runs/demo/runs/s2-lora+-1024-seed0/final --cells 1024:0,768:0,1024:0.25
+    python docs/lab/probe_key_distance.py runs/demo/runs/s2-lora+-1024-seed0/final --cells 1024:0,768:0,1024:0.25
 """
 
 import argparse

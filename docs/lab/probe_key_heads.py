@@ -1,9 +1,9 @@
 """Where each head looks while the model copies a passkey: per layer and head, the attention the query at the key's
 second digit pays to the key line, to its own last 16 tokens, and the entropy of its attention (log N is uniform over
 N tokens). Passkey prompts as passkey_grid's (same seed, same keys), full attention (eager). Lab notebook:
-data/results/probes.md, P36.
+docs/lab/notebook.md, P36.
 
-    python scripts/probe_key_heads.py runs/demo/runs/s2-lora+-1024-seed0/final --cells 256:1,512:1,1024:1
+    python docs/lab/probe_key_heads.py runs/demo/runs/s2-lora+-1024-seed0/final --cells 256:1,512:1,1024:1
 """
 
 import argparse

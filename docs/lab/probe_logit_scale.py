@@ -1,9 +1,9 @@
 """Is retrieval past the old window lost to attention dilution? Multiply every layer's attention logits by a factor c
 (the softmax temperature 1/c; YaRN's "attention temperature" is such a factor) on a model at inference only, and
 measure passkey by depth and perplexity at the old window and at --length for each c. One JSON line per c appended to
-data/results/probes/logit-scale.jsonl (lab notebook: data/results/probes.md, P28).
+data/results/probes/logit-scale.jsonl (lab notebook: docs/lab/notebook.md, P28).
 
-    python scripts/probe_logit_scale.py --model mini --pi-length 1024 --length 1024 --scales 1,1.1,1.2,1.3,1.5
+    python docs/lab/probe_logit_scale.py --model mini --pi-length 1024 --length 1024 --scales 1,1.1,1.2,1.3,1.5
 """
 
 import argparse

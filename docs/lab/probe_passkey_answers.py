@@ -1,7 +1,7 @@
 """What a model answers to passkey prompts, key beside answer: is a miss a wrong place or a garbled copy?
-(data/results/probes.md, P25). The prompts are passkey_grid's for that length and depth (same seed, same keys).
+(docs/lab/notebook.md, P25). The prompts are passkey_grid's for that length and depth (same seed, same keys).
 
-    python scripts/probe_passkey_answers.py runs/ext/runs/e53-pk30-len50-lr5e4-seed0/final --length 1024 --depths 0,1
+    python docs/lab/probe_passkey_answers.py runs/ext/runs/e53-pk30-len50-lr5e4-seed0/final --length 1024 --depths 0,1
 """
 
 import argparse

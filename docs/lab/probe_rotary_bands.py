@@ -1,9 +1,9 @@
 """Which rotary pairs carry a head's scores for far keys? For one layer, the mean attention score (q.k / sqrt(d),
 after RoPE) that the queries of a window's last quarter give to near keys (the last 8) and to far keys (more than half
 the window back), split by the pairs' rotation speed: fast, middle and slow thirds of the head's pairs.
-Full causal windows of books validation text (data/results/probes.md, P17).
+Full causal windows of books validation text (docs/lab/notebook.md, P17).
 
-    python scripts/probe_rotary_bands.py mini --pi-length 512 --length 512 --layer 2
+    python docs/lab/probe_rotary_bands.py mini --pi-length 512 --length 512 --layer 2
 """
 
 import argparse

@@ -1,8 +1,8 @@
 """Does a model park attention on its first token (an attention sink, as Llama-2's heads do on BOS)? Per layer, the
 attention that queries past position 64 pay the first token, mean over heads and the largest head's mean, on one
-passkey prompt (depth 0.5) of each length, with BOS first if asked. Lab notebook: data/results/probes.md, P36-P37.
+passkey prompt (depth 0.5) of each length, with BOS first if asked. Lab notebook: docs/lab/notebook.md, P36-P37.
 
-    python scripts/probe_sink.py runs/probes/base-bos --bos --lengths 256,1024
+    python docs/lab/probe_sink.py runs/probes/base-bos --bos --lengths 256,1024
 """
 
 import argparse

@@ -29,14 +29,15 @@ second copy's loss), a loss curve and `eval.json` (validation perplexity, per-po
 repeated-span copy check, passkey accuracy inside and outside the window).
 
 Random copies and filler haystacks are copy drills that teach heads to work at any distance: measured here, they
-take most of the loss cliff past the window away (data/results/probes.md, P7-P8), which the miniature needs to
-keep (Llama-2 fails past its 4k window). The defaults are the recipe of base-hay in that lab notebook (P9) with
-8 heads of 32, theta 10000 and a fifth of the mixture rows at scaled positions (P22-P24): 8 layers (P38), width 256,
-a 512-token vocabulary, 2,600 steps.
+take most of the loss cliff past the window away, which the miniature needs to keep (Llama-2 fails past its 4k
+window); natural-text haystacks keep it. The defaults: 8 layers of width 256, 8 heads of 32, theta 10000, a fifth
+of the mixture rows at scaled positions, a 512-token vocabulary, 2,600 steps. How each was chosen, with the runs
+that chose it: docs/lab/notebook.md.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -69,11 +70,11 @@ PASSKEY_HAYSTACKS = ("filler", "natural")
 class PretrainConfig:
     seq_len: int = 256
     hidden_size: int = 256
-    layers: int = 8  # 8, not 6: a larger cliff, a better fit, the demo inside its in-window bar (probe P38)
-    heads: int = 8  # head_dim 32 (probes P22-P23: 8 heads of 32 hold a cliff past the window and retrieve 98-100 %)
-    head_dim: int | None = None  # None: hidden_size / heads; set, the heads' width apart from their number (probes)
+    layers: int = 8  # 8, not 6: a larger cliff past the window, a better fit, a cheaper extension
+    heads: int = 8  # head_dim 32: 8 heads of 32 keep a cliff past the window and retrieve the passkey inside it
+    head_dim: int | None = None  # None: hidden_size / heads; set, the heads' width apart from their number
     intermediate_size: int = 688
-    rope_theta: float = 10000.0  # Llama-2's; with position scaling (below) the cliff past the window stays (P23)
+    rope_theta: float = 10000.0  # Llama-2's; with position scaling (below) the cliff past the window stays
     batch_size: int = 16
     steps: int = 2600  # in all, the copy curriculum and passkey warm-up included
     # phases of [A A] rows as (alphabet size, most steps); alphabet 0 means "A is a span of training text".
@@ -102,13 +103,13 @@ class PretrainConfig:
     passkey_min_length_share: float = 0.0
     # a share of passkey rows drawn longer than the row by up to the instruction's length, their start cut off as a
     # pretraining chunk cuts a document: keys as far back as the row reaches. Whole prompts keep the key within
-    # 71 % of a 256-token window (a 75-token instruction), where Llama-2's 4k window holds its key up to 99 %. Half
-    # (P41): the base keeps its reach across the window under x4 interpolation; all (1.0) loses it at every depth
+    # 71 % of a 256-token window (a 75-token instruction), where Llama-2's 4k window holds its key up to 99 %. Half:
+    # the base keeps its reach across the window under x4 interpolation; all (1.0) loses it at every depth
     passkey_cut_share: float = 0.5
     bos_at_row_start: bool = False  # every mixture row starts with BOS: a fixed first token, as a sink
     # a share of mixture rows trained at positions t * s, s drawn from [position_scale_min, 1): the rotary angles of
     # the window at finer steps, never one past it (the cliff stays). Makes untrained position interpolation cheaper
-    # (probes P23 on: a copy-trained miniature loses far more to it than Llama-2 does)
+    # (a copy-trained miniature loses far more to it than Llama-2 does)
     position_scale_share: float = 0.2
     position_scale_min: float = 0.125  # down to 1/8: PI x2-x8 (the grid's factors) stay inside the trained scales
     seed: int = 0
@@ -160,7 +161,7 @@ class MixedRows:
         self.stream = np.concatenate(streams)
         specials = set(tokenizer.all_special_ids)
         self.symbols = [t for t in range(len(tokenizer)) if t not in specials]
-        self.shortest_passkey = max(120, shortest_prompt(tokenizer))  # 120 with the 4096-token vocabulary
+        self.shortest_passkey = shortest_prompt(tokenizer)
         self.instruction_len = len(tokenizer(INSTRUCTION, add_special_tokens=False)["input_ids"])
         if config.passkey_warmup_steps and config.passkey_warmup_len < self.shortest_passkey:
             raise ValueError(f"passkey_warmup_len {config.passkey_warmup_len} is shorter than the shortest passkey prompt "
@@ -338,7 +339,7 @@ def draw_loss_curve(ax, metrics: list[dict]) -> None:
     ax.plot(steps[window - 1 :], smooth, lw=1.5, label=f"mean of {window} steps")
     copies = [m for m in metrics if "copy_loss" in m]
     ax.plot([m["step"] for m in copies], [m["copy_loss"] for m in copies], lw=0.8, label="second copy (curriculum)")
-    for previous, current in zip(metrics, metrics[1:]):  # a dotted line where a phase starts
+    for previous, current in itertools.pairwise(metrics):  # a dotted line where a phase starts
         if current.get("phase") != previous.get("phase"):
             ax.axvline(current["step"], color="grey", ls=":", lw=0.8)
             ax.annotate(current["phase"], (current["step"], 1), xycoords=("data", "axes fraction"),
@@ -419,7 +420,7 @@ def pretrain(
 
     `save_every` K > 0 saves the resumable state every K steps to `state_dir(out_dir)`; `resume` continues from it
     (the same losses as a run never stopped: tested). The state is removed once the model is written.
-    `after_step(step, model)`, if given, runs after every optimizer step (probes measure the model while it trains)."""
+    `after_step(step, model)`, if given, runs after every optimizer step (e.g. to measure the model while it trains)."""
 
     tokenizer = data.load_tokenizer()
     torch.manual_seed(config.seed)

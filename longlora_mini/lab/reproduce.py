@@ -28,6 +28,7 @@ figures beside them, and the results page (docs/results.md) has its grid section
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -59,6 +60,8 @@ RESULTS_DIR = DATA_DIR / "results" / "reproduce"
 RESULTS_PAGE = DOCS_DIR / "results.md"
 SECTION_BEGIN, SECTION_END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 MEASURED = "measured.json"
+FIGURES = (("perplexity by length", "perplexity_by_length.png"), ("passkey", "passkey.png"),
+           ("passkey by training pattern", "passkey_by_pattern.png"))
 
 # The paper's figures each claim is compared with (LongLoRA, ICLR 2024).
 PAPER = {
@@ -71,10 +74,10 @@ PAPER = {
     "cost": "Table 7 / Figure 1: S²-Attn trains 1.8x (8k) to ~2.1x faster than full attention",
 }
 
-GRID_LR = 5e-4  # 2e-3 repairs interpolation faster, but S²-trained heads drift onto far keys (P17, P23)
+GRID_LR = 5e-4  # 2e-3 repairs interpolation faster, but S²-trained heads drift onto far keys
 # The demo's S²-Attn groups, a share of its target: half (two groups; 512 at 1024, twice the base's window, as the
 # paper's 32k groups are twice Llama-2's) finds the depth-0 key at 1024 where the paper's quarter misses a third; at
-# that size a slightly higher rate keeps the old window within 5 % of the base on both seeds (P43)
+# that size a slightly higher rate keeps the old window within 5 % of the base
 DEMO_GROUP_RATIO = 0.5
 DEMO_LR = 6e-4
 
@@ -84,7 +87,8 @@ class GridSize:
     """Sizes of one reproduce run: the full grid (about 115 minutes on 2 CPU cores) or CI's smoke grid (minutes).
 
     Each cell trains `steps` x `rows_per_step` rows of its length on the base model's pretraining mixture at
-    GRID_LR with a cosine decay (P26: at 2x, 220 x 4 rows separate full, S² and short attention, seeds apart)."""
+    GRID_LR with a cosine decay: at 2x, 220 x 4 rows are what separates full, S² and short attention with the seed
+    ranges apart (docs/lab/notebook.md has the budgets tried)."""
 
     pattern_target: int = 512  # attention patterns at 2x
     method_target: int = 1024  # fine-tuning methods at 4x
@@ -99,10 +103,9 @@ class GridSize:
     lr: float = GRID_LR
     group_size_ratio: float = DEFAULT_GROUP_SIZE_RATIO  # S²-Attn groups as a share of each cell's length
     lr_scheduler: str = "cosine"  # a short run ends at a low rate instead of wandering at a high one; or "constant"
-    full_lr: float = 3e-4  # full fine-tuning: the best of 3e-5, 1e-4, 3e-4, 1e-3 at 4x (probes.md, P29)
+    full_lr: float = 3e-4  # full fine-tuning: the best of 3e-5, 1e-4, 3e-4, 1e-3 at 4x
     lora_rank: int = 8  # every LoRA / LoRA+ cell, as the paper's r = 8 throughout (and the demo's)
     ratio_rank: int = 1  # plain LoRA once more at the paper's rank-to-width ratio: 8 / 4096 of 256 -> 1
-    # (at 4x, from full fine-tuning: LoRA+ rank 1 +13 %, rank 8 +8 %; plain LoRA +20-23 % at either rank: P29)
     eval_tokens: int = 16384  # per corpus and length: the first tokens of the test split
     passkey_trials: int = 10
     passkey_depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -269,6 +272,14 @@ def passkey_table(model, tokenizer, size: GridSize, lengths) -> dict:
     return passkey_grid(model, tokenizer, list(lengths), list(size.passkey_depths), size.passkey_trials, show_progress=False)
 
 
+def _timed_step(model, ids: torch.Tensor) -> float:
+    """Seconds of one forward + backward of a training step on `ids` (gradients dropped after)."""
+    start = time.perf_counter()
+    model(input_ids=ids, labels=ids).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
 def training_step_cost(size: GridSize) -> list[dict]:
     """Seconds and peak memory of one LoRA+ training step (forward + backward) of the mini model at each
     length, full attention vs S²-Attn, measured alternately in one process; ratios S² / full."""
@@ -281,22 +292,15 @@ def training_step_cost(size: GridSize) -> list[dict]:
         torch.manual_seed(0)
         ids = torch.randint(3, model.config.vocab_size, (1, n))  # (1, n): cost does not depend on the tokens
         seconds, peaks = {"full": [], "s2": []}, {}
-
-        def step():
-            start = time.perf_counter()
-            model(input_ids=ids, labels=ids).loss.backward()
-            model.zero_grad(set_to_none=True)
-            return time.perf_counter() - start
-
         for pattern in seconds:  # warm-up + memory, once each
             set_attention(model, pattern, group_size=n // 4)
             with PeakMemory(device) as peak:
-                step()
+                _timed_step(model, ids)
             peaks[pattern] = peak.mib
         for _ in range(size.cost_repeats):
-            for pattern in seconds:
+            for pattern, times in seconds.items():
                 set_attention(model, pattern, group_size=n // 4)
-                seconds[pattern].append(step())
+                times.append(_timed_step(model, ids))
         full_s, s2_s = statistics.median(seconds["full"]), statistics.median(seconds["s2"])
         rows.append({"length": n, "full_tokens_per_s": round(n / full_s, 1), "s2_tokens_per_s": round(n / s2_s, 1),
                      "speedup": round(full_s / s2_s, 3), "full_peak_mib": _round(peaks["full"]),
@@ -365,7 +369,7 @@ def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_re
 
     for cell, seed in progress_bar([(c, k) for c in cells(size) for k in size.seeds], desc="reproduce: runs", unit="run"):
         run(cell, seed)
-    books = lambda cell: _mean_spread([r["ppl"]["books"]["full"] for r in runs[cell.name]])  # noqa: E731
+    books = lambda cell: _mean_spread([r["ppl"]["books"]["full"] for r in runs[cell.name]])
     if size.extra_seed is not None:
         overlapping = {c.name: c for a, b in compared_pairs(size) if not _apart(books(a), books(b)) for c in (a, b)}
         for cell in progress_bar(overlapping.values(), desc="reproduce: third seeds", unit="run"):
@@ -458,112 +462,145 @@ def _far_passkey(m: dict, cell: Cell) -> list[float]:
     return [statistics.fmean(accuracy_at_length(grid, cell.context)[i] for i in far) for grid in m["passkey_trained"][cell.name]["by_seed"]]
 
 
-def format_tables(m: dict, figures_from: Path | None = None, links_from: Path = REPOSITORY) -> str:
-    """The paper-vs-mini tables, one per claim, each with a one-line verdict computed from the numbers."""
-    t, size, grid = m["trained"], m["grid"], GridSize(**m["grid"])
-    p, q = grid.pattern_target, grid.method_target
-    fmt = lambda s: f"{s['mean']:.2f} ± {s['spread'] / 2:.2f}"  # noqa: E731  mean ± half the range over seeds
-    seeds = lambda name: len(m["seeds"][name])  # noqa: E731
-    lines = [f"Measured by `longlora-mini reproduce` on {m['machine']} in {m['minutes']} min of runs: from 256 tokens, "
-             f"{size['steps']} steps x {size['rows_per_step']} rows of the target length per run on `{size['data']}`, "
-             f"{size['lr_scheduler']} learning rate from {size['lr']:g} (full fine-tuning {size['full_lr']:g}), LoRA rank "
-             f"{size['lora_rank']} unless named, seeds {', '.join(map(str, size['seeds']))}, a third where "
-             "two compared cells overlapped (mean ± half the range). Perplexity on the first "
-             f"{size['eval_tokens']:,} tokens of each test split, scored with full attention unless named; passkey "
-             f"{size['passkey_trials']} key(s) per depth and seed."
-             + (f" Raw runs and measurements: `{shown_path(figures_from)}/`." if figures_from else ""), ""]
+def _mean_spread(stats: dict) -> str:
+    """A seed summary as the tables print it: mean ± half the range over seeds."""
+    return f"{stats['mean']:.2f} ± {stats['spread'] / 2:.2f}"
 
-    depths = " / ".join(f"{100 * d:.0f}" for d in size["passkey_depths"])
-    lines += [f"**Attention pattern during fine-tuning** (LoRA+, 256 -> {p}). Paper: " + m["paper"]["attention"], "",
-              f"| trained with | seeds | books, full attn | books, own pattern | code, full attn | code, own pattern "
-              f"| passkey at {p} by depth {depths} % |", "|---|---:|---:|---:|---:|---:|---|"]
-    for a in ("full", "s2", "short"):
-        name = pattern_cell(a, grid).name
-        r, key = t[name], accuracy_at_length(m["passkey_trained"][name]["mean"], p)
-        own = lambda c: fmt(r[c]["own"]) if "own" in r[c] else "(same)"  # noqa: E731
-        lines.append(f"| {a} | {seeds(name)} | {fmt(r['books']['full'])} | {own('books')} | {fmt(r['code']['full'])} "
-                     f"| {own('code')} | {' / '.join(f'{v:.0%}' for v in key)} |")
-    full, s2, short = (t[pattern_cell(a, grid).name]["books"]["full"] for a in ("full", "s2", "short"))
-    own = t[pattern_cell("s2", grid).name]["books"]["own"]["mean"]
+
+def _settings_paragraph(m: dict, figures_from: Path | None) -> list[str]:
+    """What the grid ran: steps, rows, data, rates, ranks, seeds, how perplexity and passkey were scored."""
+    size = m["grid"]
+    return [f"Measured by `longlora-mini reproduce` on {m['machine']} in {m['minutes']} min of runs: from 256 tokens, "
+            f"{size['steps']} steps x {size['rows_per_step']} rows of the target length per run on `{size['data']}`, "
+            f"{size['lr_scheduler']} learning rate from {size['lr']:g} (full fine-tuning {size['full_lr']:g}), LoRA rank "
+            f"{size['lora_rank']} unless named, seeds {', '.join(map(str, size['seeds']))}, a third where "
+            "two compared cells overlapped (mean ± half the range). Perplexity on the first "
+            f"{size['eval_tokens']:,} tokens of each test split, scored with full attention unless named; passkey "
+            f"{size['passkey_trials']} key(s) per depth and seed."
+            + (f" Raw runs and measurements: `{shown_path(figures_from)}/`." if figures_from else ""), ""]
+
+
+def _depths(m: dict) -> str:
+    return " / ".join(f"{100 * d:.0f}" for d in m["grid"]["passkey_depths"])
+
+
+def _attention_table(m: dict) -> list[str]:
+    """Full, S² and short attention during fine-tuning at the pattern target: perplexity (full attention and each
+    model's own pattern), passkey by depth, and the verdict."""
+    trained, grid = m["trained"], GridSize(**m["grid"])
+    target = grid.pattern_target
+    lines = [f"**Attention pattern during fine-tuning** (LoRA+, 256 -> {target}). Paper: " + m["paper"]["attention"], "",
+             (f"| trained with | seeds | books, full attn | books, own pattern | code, full attn | code, own pattern "
+              f"| passkey at {target} by depth {_depths(m)} % |"), "|---|---:|---:|---:|---:|---:|---|"]
+    for attention in ("full", "s2", "short"):
+        name = pattern_cell(attention, grid).name
+        row, keys = trained[name], accuracy_at_length(m["passkey_trained"][name]["mean"], target)
+        own = {corpus: _mean_spread(row[corpus]["own"]) if "own" in row[corpus] else "(same)" for corpus in data.CORPORA}
+        lines.append(f"| {attention} | {len(m['seeds'][name])} | {_mean_spread(row['books']['full'])} | {own['books']} "
+                     f"| {_mean_spread(row['code']['full'])} | {own['code']} | {' / '.join(f'{v:.0%}' for v in keys)} |")
+    full, s2, short = (trained[pattern_cell(a, grid).name]["books"]["full"] for a in ("full", "s2", "short"))
+    own = trained[pattern_cell("s2", grid).name]["books"]["own"]["mean"]
     close = abs(s2["mean"] - full["mean"]) <= 0.03 * full["mean"]
     far_s2, far_short = (_far_passkey(m, pattern_cell(a, grid)) for a in ("s2", "short"))
     # +1 where short attention is worse than S² with the seed ranges apart, -1 where better, 0 where they overlap
     ppl_sign = (1 if short["mean"] > s2["mean"] else -1) if _apart(short, s2) else 0
     keys_sign = 1 if max(far_short) < min(far_s2) else -1 if min(far_short) > max(far_s2) else 0
-    lines += ["", "Verdict: " + _verdict(close and own > s2["mean"] and (ppl_sign > 0 or keys_sign > 0),
-              f"S² is {100 * (s2['mean'] / full['mean'] - 1):+.1f}% from full attention on books (paper +0.2%; bar 3%); "
-              f"scored with its own pattern {100 * (own / s2['mean'] - 1):+.1f}% (paper +7.5%); short attention "
-              f"{100 * (short['mean'] / s2['mean'] - 1):+.1f}% from S² ("
-              + ("seed ranges apart" if ppl_sign else "within the seeds' spread")
-              + f"), keys more than a group back {statistics.fmean(far_short):.0%} against S²'s "
-              f"{statistics.fmean(far_s2):.0%} (" + ("seed ranges apart" if keys_sign else "ranges overlap") + ")",
-              partly=ppl_sign * keys_sign < 0), ""]
+    return lines + ["", "Verdict: " + _verdict(close and own > s2["mean"] and (ppl_sign > 0 or keys_sign > 0),
+                    f"S² is {100 * (s2['mean'] / full['mean'] - 1):+.1f}% from full attention on books (paper +0.2%; "
+                    f"bar 3%); scored with its own pattern {100 * (own / s2['mean'] - 1):+.1f}% (paper +7.5%); short "
+                    f"attention {100 * (short['mean'] / s2['mean'] - 1):+.1f}% from S² ("
+                    + ("seed ranges apart" if ppl_sign else "within the seeds' spread")
+                    + f"), keys more than a group back {statistics.fmean(far_short):.0%} against S²'s "
+                    f"{statistics.fmean(far_s2):.0%} (" + ("seed ranges apart" if keys_sign else "ranges overlap") + ")",
+                    partly=ppl_sign * keys_sign < 0), ""]
 
-    lines += [f"**Fine-tuning method** (all with S²-Attn, 256 -> {q}). Paper: " + m["paper"]["methods"], "",
-              "| method | rank | trainable | seeds | books | code |", "|---|---:|---:|---:|---:|---:|"]
+
+def _method_table(m: dict) -> list[str]:
+    """LoRA, LoRA at the paper's rank-to-width ratio, the ablation halves, LoRA+ and full fine-tuning, and the verdict."""
+    trained, grid = m["trained"], GridSize(**m["grid"])
+    lines = [f"**Fine-tuning method** (all with S²-Attn, 256 -> {grid.method_target}). Paper: " + m["paper"]["methods"],
+             "", "| method | rank | trainable | seeds | books | code |", "|---|---:|---:|---:|---:|---:|"]
     rows = [(label, method_cell(method, grid)) for label, method in METHODS]
     rows.insert(1, ("LoRA", method_cell("lora", grid, grid.ratio_rank)))
     for label, cell in rows:
-        share, r = m["trainable"][cell.name], t[cell.name]
+        share, row = m["trainable"][cell.name], trained[cell.name]
         rank = "-" if cell.method == "full" else cell.rank
-        lines.append(f"| {label} | {rank} | {100 * share['trainable'] / share['total']:.2f}% | {seeds(cell.name)} "
-                     f"| {fmt(r['books']['full'])} | {fmt(r['code']['full'])} |")
-    lora, plus, ft = (t[method_cell(k, grid).name]["books"]["full"] for k in ("lora", "lora+", "full"))
-    ratio = t[method_cell("lora", grid, grid.ratio_rank).name]["books"]["full"]
+        lines.append(f"| {label} | {rank} | {100 * share['trainable'] / share['total']:.2f}% | {len(m['seeds'][cell.name])} "
+                     f"| {_mean_spread(row['books']['full'])} | {_mean_spread(row['code']['full'])} |")
+    lora, plus, ft = (trained[method_cell(k, grid).name]["books"]["full"] for k in ("lora", "lora+", "full"))
+    ratio = trained[method_cell("lora", grid, grid.ratio_rank).name]["books"]["full"]
     closes = _apart(lora, plus) and lora["mean"] > plus["mean"] and plus["mean"] <= 1.05 * ft["mean"]
-    lines += ["", "Verdict: " + _verdict(closes, f"on books LoRA {lora['mean']:.2f}, LoRA+ {plus['mean']:.2f} ("
-              + ("seed ranges apart" if _apart(lora, plus) else "within the seeds' spread")
-              + f"), full fine-tuning {ft['mean']:.2f}: LoRA+ {100 * (plus['mean'] / ft['mean'] - 1):+.1f}% from full "
-              "fine-tuning (paper +0.5%; bar 5%), LoRA "
-              f"{100 * (lora['mean'] / ft['mean'] - 1):+.1f}% (paper +42%); at the paper's rank-to-width ratio (rank "
-              f"{grid.ratio_rank}) LoRA {100 * (ratio['mean'] / ft['mean'] - 1):+.1f}%"), ""]
+    return lines + ["", "Verdict: " + _verdict(closes, f"on books LoRA {lora['mean']:.2f}, LoRA+ {plus['mean']:.2f} ("
+                    + ("seed ranges apart" if _apart(lora, plus) else "within the seeds' spread")
+                    + f"), full fine-tuning {ft['mean']:.2f}: LoRA+ {100 * (plus['mean'] / ft['mean'] - 1):+.1f}% from "
+                    "full fine-tuning (paper +0.5%; bar 5%), LoRA "
+                    f"{100 * (lora['mean'] / ft['mean'] - 1):+.1f}% (paper +42%); at the paper's rank-to-width ratio "
+                    f"(rank {grid.ratio_rank}) LoRA {100 * (ratio['mean'] / ft['mean'] - 1):+.1f}%"), ""]
 
-    ev = m["lengths"]["eval_lengths"]
-    curves = m["lengths"]["curves"]
-    lines += ["**Perplexity against evaluation length** (books test; extended models: S²-Attn + LoRA+). Paper: "
-              + m["paper"]["lengths"], "", "| model | " + " | ".join(str(x) for x in ev) + " |", "|---|" + "---:|" * len(ev)]
+
+def _length_table(m: dict) -> list[str]:
+    """Perplexity at each evaluation length for the base, untrained PI and the extended models, and the verdict."""
+    size, target = m["grid"], GridSize(**m["grid"]).method_target
+    lengths, curves = m["lengths"]["eval_lengths"], m["lengths"]["curves"]
+    lines = ["**Perplexity against evaluation length** (books test; extended models: S²-Attn + LoRA+). Paper: "
+             + m["paper"]["lengths"], "", "| model | " + " | ".join(str(x) for x in lengths) + " |",
+             "|---|" + "---:|" * len(lengths)]
     for label, curve in curves.items():
         lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in curve["books"]) + " |")
     longest = max(size["extended_lengths"])
-    at = ev.index(longest)
-    ext = [curves[f"extended to {x}"]["books"][at] for x in size["extended_lengths"]]
-    falls = len(ext) > 1 and all(a > b for a, b in zip(ext, ext[1:]))
-    in_window, at_target = curves["base"]["books"][0], curves[f"extended to {q}"]["books"][ev.index(q)]
-    lines += ["", "Verdict: " + _verdict(falls and at_target < in_window, f"at {longest} tokens, models extended to "
-              + ", ".join(f"{x}: {v:.1f}" for x, v in zip(size["extended_lengths"], ext))
-              + (" (falling as the trained context grows)" if falls else " (not falling with the trained context)")
-              + f"; the model extended to {q} scores {at_target:.1f} at {q}, against the base model's {in_window:.1f} "
-              "inside its own window (256)"), ""]
+    extended = [curves[f"extended to {x}"]["books"][lengths.index(longest)] for x in size["extended_lengths"]]
+    falls = len(extended) > 1 and all(a > b for a, b in itertools.pairwise(extended))
+    in_window, at_target = curves["base"]["books"][0], curves[f"extended to {target}"]["books"][lengths.index(target)]
+    return lines + ["", "Verdict: " + _verdict(falls and at_target < in_window, f"at {longest} tokens, models extended "
+                    "to " + ", ".join(f"{x}: {v:.1f}" for x, v in zip(size["extended_lengths"], extended))
+                    + (" (falling as the trained context grows)" if falls else " (not falling with the trained context)")
+                    + f"; the model extended to {target} scores {at_target:.1f} at {target}, against the base model's "
+                    f"{in_window:.1f} inside its own window (256)"), ""]
 
-    label = f"extended to {q}"
-    lines += [f"**Passkey retrieval** (accuracy over depths {depths} %; {label}: mean over its seeds). Paper: "
-              + m["paper"]["passkey"], "", "| model | " + " | ".join(str(x) for x in ev) + " |", "|---|" + "---:|" * len(ev)]
+
+def _passkey_table(m: dict) -> list[str]:
+    """Passkey accuracy by length before and after extension, and the verdict."""
+    target, lengths = GridSize(**m["grid"]).method_target, m["lengths"]["eval_lengths"]
+    label = f"extended to {target}"
+    lines = [f"**Passkey retrieval** (accuracy over depths {_depths(m)} %; {label}: mean over its seeds). Paper: "
+             + m["paper"]["passkey"], "", "| model | " + " | ".join(str(x) for x in lengths) + " |",
+             "|---|" + "---:|" * len(lengths)]
     for name, grid in m["passkey"].items():
         lines.append(f"| {name} | " + " | ".join(f"{statistics.fmean(row):.0%}" for row in grid["accuracy"]) + " |")
     after = m["passkey"][label]["accuracy"]
-    inside = [a for x, row in zip(ev, after) if x <= q for a in row]
-    past = [statistics.fmean(row) for x, row in zip(ev, after) if x > q]
+    inside = [a for x, row in zip(lengths, after) if x <= target for a in row]
+    past = [statistics.fmean(row) for x, row in zip(lengths, after) if x > target]
     works = min(inside) >= 0.8 and (not past or max(past) <= 0.2)
-    worst = min(range(len(ev)), key=lambda i: min(after[i]) if ev[i] <= q else 2)
-    lines += ["", "Verdict: " + _verdict(works, f"after extension at least {min(inside):.0%} at every length up to {q} "
-              f"and depth (bar 80%; lowest at {ev[worst]}: {' / '.join(f'{a:.0%}' for a in after[worst])} by depth)"
-              + (f", at most {max(past):.0%} past it" if past else "")), ""]
+    worst = min(range(len(lengths)), key=lambda i: min(after[i]) if lengths[i] <= target else 2)
+    return lines + ["", "Verdict: " + _verdict(works, f"after extension at least {min(inside):.0%} at every length up "
+                    f"to {target} and depth (bar 80%; lowest at {lengths[worst]}: "
+                    f"{' / '.join(f'{a:.0%}' for a in after[worst])} by depth)"
+                    + (f", at most {max(past):.0%} past it" if past else "")), ""]
 
-    lines += ["**Training cost** (one LoRA+ step of the mini model, forward + backward, this CPU). Paper: "
-              + m["paper"]["cost"], "", "| length | full tokens/s | S² tokens/s | speed-up | peak memory S² / full |",
-              "|---:|---:|---:|---:|---:|"]
-    for r in m["cost"]:
-        mem = f"{r['memory_ratio']:.2f}x" if r["memory_ratio"] is not None else "n/a"
-        lines.append(f"| {r['length']} | {r['full_tokens_per_s']:.0f} | {r['s2_tokens_per_s']:.0f} | {r['speedup']:.2f}x | {mem} |")
-    longest_cost = m["cost"][-1]
-    lines += ["", "`plan` (FLOPs per step, S² / full, Llama-2 7B LoRA+): "
-              + ", ".join(f"{p['context']:,}: {p['flops_ratio_s2_vs_full']:.2f}" for p in m["plan"]), "",
-              "Verdict: " + _verdict(longest_cost["speedup"] > 1, f"S² is {longest_cost['speedup']:.2f}x full attention's "
-                                     f"speed at {longest_cost['length']} on this CPU"), ""]
+
+def _cost_table(m: dict) -> list[str]:
+    """Tokens per second and peak memory of one training step, S² against full attention, and plan's FLOP ratios."""
+    lines = ["**Training cost** (one LoRA+ step of the mini model, forward + backward, this CPU). Paper: "
+             + m["paper"]["cost"], "", "| length | full tokens/s | S² tokens/s | speed-up | peak memory S² / full |",
+             "|---:|---:|---:|---:|---:|"]
+    for row in m["cost"]:
+        memory = f"{row['memory_ratio']:.2f}x" if row["memory_ratio"] is not None else "n/a"
+        lines.append(f"| {row['length']} | {row['full_tokens_per_s']:.0f} | {row['s2_tokens_per_s']:.0f} "
+                     f"| {row['speedup']:.2f}x | {memory} |")
+    longest = m["cost"][-1]
+    return lines + ["", "`plan` (FLOPs per step, S² / full, Llama-2 7B LoRA+): "
+                    + ", ".join(f"{p['context']:,}: {p['flops_ratio_s2_vs_full']:.2f}" for p in m["plan"]), "",
+                    "Verdict: " + _verdict(longest["speedup"] > 1, f"S² is {longest['speedup']:.2f}x full attention's "
+                                           f"speed at {longest['length']} on this CPU"), ""]
+
+
+def format_tables(m: dict, figures_from: Path | None = None, links_from: Path = REPOSITORY) -> str:
+    """The paper-vs-mini tables, one per claim, each with a one-line verdict computed from the numbers; figure links
+    relative to the folder `links_from` of the page they are written into."""
+    lines = (_settings_paragraph(m, figures_from) + _attention_table(m) + _method_table(m) + _length_table(m)
+             + _passkey_table(m) + _cost_table(m))
     if figures_from:
-        lines += [f"![perplexity by length]({_link(figures_from / 'perplexity_by_length.png', links_from)})",
-                  f"![passkey]({_link(figures_from / 'passkey.png', links_from)})",
-                  f"![passkey by training pattern]({_link(figures_from / 'passkey_by_pattern.png', links_from)})"]
+        lines += [f"![{alt}]({_link(figures_from / name, links_from)})" for alt, name in FIGURES]
     return "\n".join(lines)
 
 
@@ -592,11 +629,11 @@ def extend_then_fine_tune(out: Path, *, extend_steps: int | None = None, sft_ste
     out = Path(out).resolve()  # the SFT run records the extended model's path: absolute, loadable from anywhere
     shutil.rmtree(out, ignore_errors=True)
     recipe, seeded = read_recipe(RECIPE_512), ({} if seed is None else {"seed": seed})
-    train(TrainConfig(**recipe | seeded | dict(output_dir=str(out / "extend"), max_steps=extend_steps or recipe["max_steps"],
-                                               save_every=0, report_to="none")), show_progress=show_progress)
+    train(TrainConfig(**recipe | seeded | {"output_dir": str(out / "extend"), "max_steps": extend_steps or recipe["max_steps"],
+                                               "save_every": 0, "report_to": "none"}), show_progress=show_progress)
     extended = merge(out / "extend" / "final", out / "extended")
     # full attention for SFT: the answers' lookups reach 150-300 tokens back, past S²'s groups of 128 at 512, and
-    # S²-trained SFT loses items on every base tried (probes.md, P35)
+    # S²-trained SFT loses items on every base tried
     train(TrainConfig(model=str(extended), data=str(QA_DIR / "longqa_train.json"), template="plain",
                       output_dir=str(out / "sft"), context_length=512, attention="full", method="lora", lr=1e-3,
                       lr_scheduler="cosine", batch_size=4, grad_accum=1, max_steps=sft_steps,
