@@ -1,6 +1,14 @@
 """longlora-mini: LongLoRA (S²-Attn + position interpolation + LoRA+) built to be read, tested and run.
 
 Importing the package registers the "s2attn" attention implementation with transformers.
+
+Its modules in three groups:
+- the method: `attention` (the S²-Attn kernels), `hf_attention` (their registration with transformers),
+  `extend` (position interpolation and LoRA+ applied to a model), `options` (the choices a run is made of);
+- the library around it: `data`, `train`, `sft`, `evaluate`, `passkey`, `merge`, `models`, `plan`, `bench`, `cli`,
+  and the helpers `files` (repository paths, atomic writes), `plotting`, `progress`, `smoke`;
+- the miniature's lab, `lab/`: `lab.pretrain` (the mini base model), `lab.qa` (the long-QA set), `lab.reproduce`
+  (the paper's grid, the demo, extension then SFT), `lab.exercises` (the course's checked exercises).
 """
 
 from .attention import (
