@@ -121,6 +121,20 @@ def test_no_function_is_longer_than_a_reader_can_hold():
     assert long == [], f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
 
 
+def test_no_module_defines_a_name_twice():
+    """A second `def` of the same name silently replaces the first for every caller (the grid's seed summary was lost
+    that way once); ruff's F811 misses it when the first is used inside a function body."""
+    twice = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        seen = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if node.name in seen:
+                    twice.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+                seen.add(node.name)
+    assert twice == [], "defined twice:\n" + "\n".join(twice)
+
+
 @pytest.mark.parametrize("pattern, what", [(r"\bP\d{1,2}\b(?![\w(])", "a probe id"), (r"\b20\d\d-\d\d-\d\d\b", "a date"),
                                            (r"probes\.md", "the lab notebook's old path")])
 def test_package_comments_state_rules_not_history(pattern, what):

@@ -155,7 +155,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     config = PretrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
     lrs = [learning_rate(s, config, mixture_start=0) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
-    assert all(a >= b for a, b in itertools.pairwise(lrs))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
     assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 

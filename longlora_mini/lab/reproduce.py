@@ -462,7 +462,7 @@ def _far_passkey(m: dict, cell: Cell) -> list[float]:
     return [statistics.fmean(accuracy_at_length(grid, cell.context)[i] for i in far) for grid in m["passkey_trained"][cell.name]["by_seed"]]
 
 
-def _mean_spread(stats: dict) -> str:
+def _seed_range(stats: dict) -> str:
     """A seed summary as the tables print it: mean ± half the range over seeds."""
     return f"{stats['mean']:.2f} ± {stats['spread'] / 2:.2f}"
 
@@ -495,9 +495,9 @@ def _attention_table(m: dict) -> list[str]:
     for attention in ("full", "s2", "short"):
         name = pattern_cell(attention, grid).name
         row, keys = trained[name], accuracy_at_length(m["passkey_trained"][name]["mean"], target)
-        own = {corpus: _mean_spread(row[corpus]["own"]) if "own" in row[corpus] else "(same)" for corpus in data.CORPORA}
-        lines.append(f"| {attention} | {len(m['seeds'][name])} | {_mean_spread(row['books']['full'])} | {own['books']} "
-                     f"| {_mean_spread(row['code']['full'])} | {own['code']} | {' / '.join(f'{v:.0%}' for v in keys)} |")
+        own = {corpus: _seed_range(row[corpus]["own"]) if "own" in row[corpus] else "(same)" for corpus in data.CORPORA}
+        lines.append(f"| {attention} | {len(m['seeds'][name])} | {_seed_range(row['books']['full'])} | {own['books']} "
+                     f"| {_seed_range(row['code']['full'])} | {own['code']} | {' / '.join(f'{v:.0%}' for v in keys)} |")
     full, s2, short = (trained[pattern_cell(a, grid).name]["books"]["full"] for a in ("full", "s2", "short"))
     own = trained[pattern_cell("s2", grid).name]["books"]["own"]["mean"]
     close = abs(s2["mean"] - full["mean"]) <= 0.03 * full["mean"]
@@ -526,7 +526,7 @@ def _method_table(m: dict) -> list[str]:
         share, row = m["trainable"][cell.name], trained[cell.name]
         rank = "-" if cell.method == "full" else cell.rank
         lines.append(f"| {label} | {rank} | {100 * share['trainable'] / share['total']:.2f}% | {len(m['seeds'][cell.name])} "
-                     f"| {_mean_spread(row['books']['full'])} | {_mean_spread(row['code']['full'])} |")
+                     f"| {_seed_range(row['books']['full'])} | {_seed_range(row['code']['full'])} |")
     lora, plus, ft = (trained[method_cell(k, grid).name]["books"]["full"] for k in ("lora", "lora+", "full"))
     ratio = trained[method_cell("lora", grid, grid.ratio_rank).name]["books"]["full"]
     closes = _apart(lora, plus) and lora["mean"] > plus["mean"] and plus["mean"] <= 1.05 * ft["mean"]
