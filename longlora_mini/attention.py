@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import math
 import warnings
 
 import torch
@@ -83,26 +84,55 @@ def _check_group_args(seq_len: int, group_size: int, num_heads: int) -> None:
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask) -> None:
+    """Refuse what a backend would misread or fail on deep inside a kernel, naming the input and the fix."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
             "q, k, v must be 4-D (batch, heads, seq, head_dim); got shapes "
             f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}. Transpose (b, n, h, d) inputs with .transpose(1, 2)."
         )
     b, hq, n, d = q.shape
-    if k.shape != v.shape[:-1] + (k.shape[-1],) or k.shape[0] != b or k.shape[2] != n or k.shape[3] != d:
+    if k.shape != v.shape or k.shape[0] != b or k.shape[2] != n or k.shape[3] != d or d < 1:
         raise ValueError(
-            f"k and v must be (batch={b}, kv_heads, seq={n}, head_dim={d}) like q; got k {tuple(k.shape)}, "
-            f"v {tuple(v.shape)}. S²-Attn is for training on whole sequences (no KV cache)."
+            f"k and v must both be (batch={b}, kv_heads, seq={n}, head_dim={d}) like q, with head_dim >= 1; got "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}. S²-Attn is for training on whole sequences (no KV cache)."
         )
     if hq % k.shape[1]:
         raise ValueError(
             f"query heads ({hq}) must be a multiple of key/value heads ({k.shape[1]}) for grouped-query attention."
         )
-    if attention_mask is not None and tuple(attention_mask.shape) != (b, n):
+    if not (q.dtype == k.dtype == v.dtype and q.is_floating_point()) or not (q.device == k.device == v.device):
         raise ValueError(
-            f"attention_mask must be the (batch, seq) = ({b}, {n}) key-padding mask with 1 for real tokens; "
+            f"q, k, v must share one floating dtype and device; got {q.dtype}/{k.dtype}/{v.dtype} on "
+            f"{q.device}/{k.device}/{v.device}. Cast them together, e.g. k.to(q)."
+        )
+    if attention_mask is not None:
+        _check_padding_mask(attention_mask, b, n)
+
+
+def _check_padding_mask(attention_mask: torch.Tensor, batch: int, seq_len: int) -> None:
+    """A (batch, seq) key-padding mask, boolean or integer 0/1, 1 for real tokens. A floating mask is refused: an
+    additive 0/-inf mask (0 = attend) and a 0/1 mask (1 = attend) read in opposite ways, and all zeros is both."""
+    if tuple(attention_mask.shape) != (batch, seq_len):
+        raise ValueError(
+            f"attention_mask must be the (batch, seq) = ({batch}, {seq_len}) key-padding mask with 1 for real tokens; "
             f"got shape {tuple(attention_mask.shape)}."
         )
+    if attention_mask.is_floating_point():
+        raise ValueError(
+            f"attention_mask is {attention_mask.dtype}: a floating mask may be additive (0 = attend, -inf = masked) or "
+            "0/1 (1 = attend), which read in opposite ways; pass a boolean or integer mask, 1 for real tokens "
+            "(from an additive mask: mask == 0)."
+        )
+    if attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError(
+            f"attention_mask must hold only 0 (padding) and 1 (real token); got values "
+            f"{sorted(set(attention_mask.unique().tolist()))[:6]}. Pass (mask != 0) if every nonzero is a real token."
+        )
+
+
+def _check_scale(scale: float) -> None:
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive finite number (default head_dim ** -0.5); got {scale}.")
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -167,36 +197,102 @@ def _dense(q, k, v, group_size, shift, scale, attention_mask):
     return out.masked_fill(~valid[:, None, :, None], 0.0)
 
 
-def _causal_sdpa_in_groups(x_q, x_k, x_v, group_size, scale):
-    """Causal SDPA inside consecutive groups of exactly G tokens (the length must be a multiple of G)."""
-    b, h, n, d = x_q.shape
+def _kernel_calls(num_heads: int, kv_heads: int, seq_len: int, group_size: int, shift: bool) -> list[tuple]:
+    """Every causal attention call of S²-Attn, as (r, kv_slice, token_slice, group): query heads r, r + rep, ...
+    (rep = query heads per key/value head) against key/value heads `kv_slice`, over `token_slice`, cut into
+    groups of `group` tokens. Query head j * rep + r reads key/value head j, so no key/value head is ever
+    repeated; it is shifted iff j * rep + r >= h // 2 (the global rule, also where a key/value head serves
+    queries on both sides of the cut). Per head set: a first group of G (G - G//2 when shifted), the full groups,
+    a short tail."""
+    rep = num_heads // kv_heads
+    calls = []
+    for r in range(rep):
+        cut = max(0, -(-(num_heads // 2 - r) // rep))  # key/value heads j with j * rep + r < h // 2
+        firsts = (group_size, group_size - group_size // 2 if shift else group_size)
+        for kv_slice, first in zip((slice(0, cut), slice(cut, kv_heads)), firsts):
+            if kv_slice.start == kv_slice.stop:
+                continue
+            first = min(first, seq_len)
+            body = (seq_len - first) // group_size * group_size
+            tail = seq_len - first - body
+            for start, size, group in ((0, first, first), (first, body, group_size), (first + body, tail, tail)):
+                if size:
+                    calls.append((r, kv_slice, slice(start, start + size), group))
+    return calls
 
-    def groups(x):  # (b, h', n, d) -> (b, h'*n/G, G, d)
-        return x.reshape(b, x.shape[1] * (n // group_size), group_size, d)
 
-    out = F.scaled_dot_product_attention(groups(x_q), groups(x_k), groups(x_v), is_causal=True, scale=scale)
-    return out.reshape(b, h, n, d)  # (b, h*n/G, G, d) -> (b, h, n, d)
+def _groups(x: torch.Tensor, group: int) -> torch.Tensor:
+    """One row's heads cut into groups, always a view: (h', n', d) -> (n'/G, h', G, d), the groups as the batch."""
+    return x.unflatten(1, (x.shape[1] // group, group)).transpose(0, 1)  # (h', n', d) -> (h', n'/G, G, d) -> (n'/G, h', G, d)
 
 
-def _grouped_sdpa(q, k, v, group_size, first, scale):
-    """Causal SDPA inside groups [0, first), [first, first+G), ..., [.., n): the first and last may be short.
+def _call_views(calls, rep: int, queries: list[torch.Tensor], keys: list[torch.Tensor]):
+    """For every batch row and kernel call: grouped views of each tensor in `queries` (laid out like q: all query
+    heads) and `keys` (like k: the key/value heads). Writing into a view writes into the tensor."""
+    for row in range(queries[0].shape[0]):
+        for r, kv_slice, tokens, group in calls:
+            # (b, h, n, d) -> row -> query heads r, r + rep, ...: (h/rep, n, d) -> (heads, tokens) -> groups
+            yield ([_groups(x[row, r::rep][kv_slice, tokens], group) for x in queries]
+                   + [_groups(x[row, kv_slice, tokens], group) for x in keys])
 
-    Three kernel calls at most: the short head group, all full groups at once, the short tail group.
-    Nothing is padded, so no work is spent on empty slots. (torch.split, not slicing: its backward is
-    one concatenation, while each slice's backward fills a full-size zero tensor.)
-    """
-    n = q.shape[2]
-    first = min(first, n)
-    body = (n - first) // group_size * group_size
-    sizes = [first, body, n - first - body]  # head group, full groups, tail group
-    group_sizes = [first, group_size, sizes[2]]
-    parts = zip(*(torch.split(x, sizes, dim=2) for x in (q, k, v)))  # 3 x (b, h, size, d)
-    pieces = [
-        _causal_sdpa_in_groups(qs, ks, vs, g, scale)
-        for (qs, ks, vs), size, g in zip(parts, sizes, group_sizes)
-        if size > 0
-    ]
-    return torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]  # -> (b, h, n, d)
+
+def _output_like(x: torch.Tensor, heads: int | None = None, zeros: bool = False) -> torch.Tensor:
+    """A (b, h, n, d) buffer laid out (b, n, h, d), as transformers' projections are, so that the caller's
+    transpose back to (b, n, h, d) is free."""
+    b, h, n, d = x.shape
+    make = x.new_zeros if zeros else x.new_empty
+    return make(b, n, heads or h, d).transpose(1, 2)  # (b, n, h, d) -> (b, h, n, d)
+
+
+# the fused causal attention kernel that scaled_dot_product_attention picks on a CPU, and its backward
+_FUSED_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_FUSED_CPU_BACKWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+
+
+class _FusedGroupedCausal(torch.autograd.Function):
+    """S²-Attn on the CPU's fused causal attention kernel, called on views of q, k, v (no copies, no repeated
+    key/value heads), writing each group's output into one buffer. The backward pass takes the kernel's own
+    backward on views of the same buffer, so what is kept is exactly what full attention keeps: q, k, v, the
+    output (also the output projection's input) and the log-sum-exp, n x h floats. Autograd through
+    per-group calls would keep a second copy of the output as well."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, calls, scale):
+        rep = q.shape[1] // k.shape[1]
+        out, lses = _output_like(q), []
+        for qg, og, kg, vg in _call_views(calls, rep, [q, out], [k, v]):
+            o, lse = _FUSED_CPU(qg, kg, vg, 0.0, True, scale=scale)  # (groups, heads, G, d), (groups, heads, G)
+            og.copy_(o)
+            lses.append(lse)
+        ctx.save_for_backward(q, k, v, out, *lses)
+        ctx.calls, ctx.scale = calls, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, out, *lses = ctx.saved_tensors
+        rep = q.shape[1] // k.shape[1]
+        grad_q, grad_k, grad_v = _output_like(q), _output_like(q, k.shape[1], True), _output_like(q, k.shape[1], True)
+        views = _call_views(ctx.calls, rep, [q, out, grad, grad_q], [k, v, grad_k, grad_v])
+        for (qg, og, gog, gqg, kg, vg, gkg, gvg), lse in zip(views, lses):
+            dq, dk, dv = _FUSED_CPU_BACKWARD(gog, qg, kg, vg, og, lse, 0.0, True, scale=ctx.scale)
+            gqg.copy_(dq)
+            gkg.add_(dk)  # several query heads share a key/value head: their gradients add
+            gvg.add_(dv)
+        return grad_q, grad_k, grad_v, None, None
+
+
+def _sdpa(q, k, v, group_size, shift, scale):
+    """S²-Attn from causal attention calls on groups: plain groups for heads [0, h//2), groups shifted by G//2 for
+    the others. On a CPU the fused kernel's forward and backward directly (`_FusedGroupedCausal`); elsewhere one
+    `scaled_dot_product_attention` per call, differentiated by autograd."""
+    calls = _kernel_calls(q.shape[1], k.shape[1], q.shape[2], group_size, shift)
+    if q.device.type == "cpu":
+        return _FusedGroupedCausal.apply(q, k, v, calls, scale)
+    out = _output_like(q)
+    for qg, og, kg, vg in _call_views(calls, q.shape[1] // k.shape[1], [q, out], [k, v]):
+        og.copy_(F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, scale=scale))
+    return out
 
 
 def _head_parts(q, k, v, group_size: int, shift: bool):
@@ -213,15 +309,6 @@ def _head_parts(q, k, v, group_size: int, shift: bool):
     # split, not slicing: its backward is one concatenation. (b, h, n, d) -> (b, h//2, n, d), (b, h - h//2, n, d)
     parts = zip(q.split(q_cut, dim=1), k.split(kv_cut, dim=1), v.split(kv_cut, dim=1), firsts)
     return [part for part in parts if part[0].shape[1]]
-
-
-def _sdpa(q, k, v, group_size, shift, scale):
-    """S²-Attn from causal SDPA calls: plain groups for one half of the heads, groups shifted by G//2 for the other."""
-    outs = [
-        _grouped_sdpa(qh, repeat_kv(kh, qh.shape[1]), repeat_kv(vh, qh.shape[1]), group_size, first, scale)
-        for qh, kh, vh, first in _head_parts(q, k, v, group_size, shift)
-    ]
-    return torch.cat(outs, dim=1)  # (b, h//2, n, d), (b, h - h//2, n, d) -> (b, h, n, d)
 
 
 @functools.lru_cache(maxsize=32)
@@ -329,6 +416,7 @@ def s2_attention(
     _check_qkv(q, k, v, attention_mask)
     _check_group_args(q.shape[2], group_size, q.shape[1])
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    _check_scale(scale)
     chosen = pick_backend(q, backend)
     logger.debug("S²-Attn backend: %s (asked for %s)", chosen, backend)
     if chosen == "dense":

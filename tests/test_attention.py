@@ -53,7 +53,8 @@ def masked_softmax_attention(q, k, v, mask):
 
 def grads(out, inputs, seed=1):
     torch.manual_seed(seed)
-    cotangent = torch.randn_like(out)
+    cotangent = torch.randn(out.shape, dtype=out.dtype)  # not randn_like: that fills in memory order, so two outputs
+    # with the same values in different layouts (the sdpa backend's is laid out (b, n, h, d)) would get different ones
     return torch.autograd.grad(out, inputs, cotangent)
 
 
@@ -284,13 +285,35 @@ def test_group_boundaries_match_the_mask_groups():
         ({"group_size": 4.0}, "group_size must be an integer >= 2"),
         ({"backend": "magic"}, "unknown S²-Attn backend"),
         ({"attention_mask": torch.ones(3, 8)}, r"attention_mask must be the \(batch, seq\)"),
+        # an additive mask (0 = attend) read as a padding mask (1 = real) would invert it: floats are refused
+        ({"attention_mask": torch.zeros(2, 8)}, "a floating mask may be additive"),
+        ({"attention_mask": torch.full((2, 8), float("-inf"))}, "a floating mask may be additive"),
+        ({"attention_mask": torch.full((2, 8), 2)}, r"only 0 \(padding\) and 1 \(real token\); got values \[2\]"),
+        ({"scale": 0.0}, "scale must be a positive finite number"),  # torch's SDPA returns NaN there
+        ({"scale": float("nan")}, "scale must be a positive finite number"),
+        ({"v": torch.randn(2, 2, 8, 4, dtype=torch.float64)}, "k and v must both be"),  # another head dim for v
+        ({"k": torch.randn(2, 2, 8, 8)}, "share one floating dtype"),  # float32 k, float64 q and v
+        ({"q": torch.ones(2, 4, 8, 8, dtype=torch.long)}, "share one floating dtype"),
     ],
 )
-def test_bad_arguments_say_what_to_change(kwargs, message):
+@pytest.mark.parametrize("backend", ["dense", "sdpa"])
+def test_bad_arguments_say_what_to_change(kwargs, message, backend):
     q, k, v = (t.detach() for t in qkv(2, 4, 2, 8))
-    args = {"group_size": 4} | kwargs
+    args = {"group_size": 4, "q": q, "k": k, "v": v, "backend": backend} | kwargs
     with pytest.raises(ValueError, match=message):
-        s2_attention(q, k, v, args.pop("group_size"), **args)
+        s2_attention(args.pop("q"), args.pop("k"), args.pop("v"), args.pop("group_size"), **args)
+
+
+@pytest.mark.parametrize("b,n,g", [(1, 1, 4), (2, 5, 16), (0, 8, 4)])
+def test_dense_and_sdpa_agree_on_degenerate_inputs(b, n, g):
+    # one token, a group longer than the sequence, an empty batch; and a row that is all padding gives zeros
+    q, k, v = qkv(b, 4, 2, n)
+    torch.testing.assert_close(s2_attention(q, k, v, g, backend="sdpa"), s2_attention(q, k, v, g, backend="dense"))
+    q, k, v = qkv(2, 4, 2, 8)
+    mask = torch.tensor([[0] * 8, [1] * 8])
+    for backend in ("dense", "sdpa"):
+        out = s2_attention(q, k, v, 4, attention_mask=mask, backend=backend)
+        assert torch.equal(out[0], torch.zeros_like(out[0])) and out[1].abs().sum() > 0
 
 
 def test_bad_shapes_are_refused():
@@ -312,3 +335,22 @@ def test_flash_without_gpu_is_a_clear_error_and_auto_picks_sdpa_on_cpu():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU and the flash-attn package"):
             s2_attention(q, k, v, 4, backend="flash")
+
+
+@pytest.mark.parametrize("b,h,hkv,n,g", [(1, 8, 8, 64, 16), (2, 9, 3, 70, 16), (1, 8, 2, 64, 12), (2, 4, 4, 40, 3)])
+def test_the_sdpa_backend_keeps_only_q_k_v_the_output_and_the_log_sum_exp(b, h, hkv, n, g):
+    # laid out as transformers' projections are, (b, n, h, d) seen as (b, h, n, d): the kernel calls on groups
+    # take views, so nothing is copied, no key/value head repeated, and the output kept is the one returned
+    d = 8
+    q, k, v = (torch.randn(b, n, heads, d).transpose(1, 2).requires_grad_() for heads in (h, hkv, hkv))
+    kept = {}
+
+    def keep(tensor):
+        kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        out = s2_attention(q, k, v, g, backend="sdpa")
+    floats = b * n * d * (h + hkv + hkv + h) + b * h * n  # q, k, v, output; one log-sum-exp per query
+    assert sum(kept.values()) == 4 * floats
+    assert out.untyped_storage().data_ptr() in kept  # the output itself, not a copy

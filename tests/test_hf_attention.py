@@ -129,6 +129,30 @@ def test_odd_head_counts_train_with_s2_attention(backend):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
+def saved_for_backward_bytes(model, ids) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of one training forward."""
+    storages = {}
+
+    def keep(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        model(input_ids=ids, labels=ids).loss.backward()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_s2_attention_keeps_no_more_for_the_backward_pass_than_full_attention(family):
+    # what a training step holds at its peak is what it saved for the backward pass; S²-Attn computes a subset of
+    # full attention's scores, so it must not keep more (copies of q, k, v or of the output for the kernel calls
+    # on groups once kept 1.5x full attention's; GQA: llama here has 4 query heads on 2 key/value heads)
+    s2, sdpa = twin_models(family)
+    s2.train(), sdpa.train()
+    ids = torch.randint(0, SIZES["vocab_size"], (1, 256))
+    assert saved_for_backward_bytes(s2, ids) <= saved_for_backward_bytes(sdpa, ids)
+
+
 def test_attention_dropout_is_refused_in_training():
     s2, _ = twin_models("llama", attention_dropout=0.1)
     s2.train()
