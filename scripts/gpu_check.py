@@ -10,9 +10,11 @@
    tokens, bf16 autocast, gradient checkpointing, AdamW, LoRA+ through the project's own trainer pieces:
    tokens/s and peak memory for full attention (transformers' flash-attn 2 when installed, else SDPA)
    and for S²-Attn, as ratios measured in the same run.
-3. A padded long-context step: two rows of 32k tokens, one left-padded by an eighth, with S²-Attn: peak memory
+3. Where a step's time goes: one profiled LoRA+ step at 8k tokens, full attention vs S²-Attn, time and memory held
+   for the backward pass per part of the model (attention kernel, projections, LoRA, MLP, norms, loss).
+4. A padded long-context step: two rows of 32k tokens, one left-padded by an eighth, with S²-Attn: peak memory
    against the same step unpadded (the key-padding mask is (batch, seq); nothing n x n is built).
-4. QLoRA, when bitsandbytes is importable: 3 steps of the project's trainer with --load-in-4bit (NF4 base,
+5. QLoRA, when bitsandbytes is importable: 3 steps of the project's trainer with --load-in-4bit (NF4 base,
    LoRA+ on top, S²-Attn) on a random-weight Llama with the project's tokenizer and committed token files.
 
 `--device cpu --tiny` runs the same code at toy sizes (the test suite does, so the script cannot rot).
@@ -33,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from longlora_mini.attention import flash_available, s2_attention
+from longlora_mini.bench import profile_step, timed_step
 from longlora_mini.extend import apply_method, set_attention
 
 
@@ -143,6 +146,23 @@ def time_training(device: str, lengths: list[int], steps: int, tiny: bool) -> li
     return rows
 
 
+def profile_training_step(device: str, n: int, tiny: bool) -> dict:
+    """Where one LoRA+ step's time goes and what each part of the model holds for the backward pass, full attention
+    vs S²-Attn (longlora_mini.bench.profile_step: the same breakdown `bench step --profile` prints on a CPU)."""
+    out = {}
+    for attention in ("full", "s2"):
+        model = apply_method(set_attention(build_model(device, tiny), attention), "lora+")
+        model.train()
+        ids = torch.randint(0, model.config.vocab_size, (1, n), device=device)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            timed_step(model, ids)  # warm-up
+            out[attention] = profile_step(model, ids)
+        del model
+        print(f"profile {attention:>4} at {n:>6}: " + ", ".join(f"{part} {f['forward_ms'] + f['backward_ms']:.0f} ms"
+                                                            for part, f in out[attention].items()), flush=True)
+    return {"length": n, "parts": out}
+
+
 def padded_step(device: str, n: int, tiny: bool) -> dict:
     """Peak memory of one S²-Attn LoRA+ step on two rows of n tokens, padded (row 1 left-padded by n/8) and not."""
     model = apply_method(set_attention(build_model(device, tiny), "s2"), "lora+").train()
@@ -213,6 +233,7 @@ def main() -> int:
                                       [(4, 4, 16), (9, 3, 16)] if tiny else [(32, 32, 128), (9, 3, 64)]),
         "training": time_training(args.device, [256, 512] if tiny else [8192, 16384, 32768], 1 if tiny else 3, tiny),
         "padded_step": padded_step(args.device, 512 if tiny else 32768, tiny),
+        "profile": profile_training_step(args.device, 256 if tiny else 8192, tiny),
         "qlora": qlora_steps(args.device, tiny),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -41,9 +41,8 @@ from pathlib import Path
 import torch
 
 from .. import data
-from ..bench import PeakMemory, describe_machine
+from ..bench import bench_step, describe_machine
 from ..evaluate import perplexity
-from ..extend import apply_method, load_extended, set_attention
 from ..files import DATA_DIR, DOCS_DIR, MODEL_DIR, REPOSITORY, RUN_RECORD, shown_path, write_json, write_text_atomic
 from ..merge import merge
 from ..models import load_any
@@ -272,40 +271,21 @@ def passkey_table(model, tokenizer, size: GridSize, lengths) -> dict:
     return passkey_grid(model, tokenizer, list(lengths), list(size.passkey_depths), size.passkey_trials, show_progress=False)
 
 
-def _timed_step(model, ids: torch.Tensor) -> float:
-    """Seconds of one forward + backward of a training step on `ids` (gradients dropped after)."""
-    start = time.perf_counter()
-    model(input_ids=ids, labels=ids).loss.backward()
-    model.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
-
-
 def training_step_cost(size: GridSize) -> list[dict]:
-    """Seconds and peak memory of one LoRA+ training step (forward + backward) of the mini model at each
-    length, full attention vs S²-Attn, measured alternately in one process; ratios S² / full."""
-
+    """`bench step` at the grid's cost lengths: seconds and peak memory of one LoRA+ training step (forward +
+    backward) of the mini model, full attention vs S²-Attn alternating in one process; ratios S² / full with their
+    range over the repeats."""
+    report = bench_step(size.cost_lengths, repeats=size.cost_repeats, model_dir=MODEL_DIR, method="lora+")
     rows = []
-    device = torch.device("cpu")
-    for n in progress_bar(size.cost_lengths, desc="training-step cost", unit="length"):
-        model = apply_method(load_extended(MODEL_DIR, n), "lora+")
-        model.train()
-        torch.manual_seed(0)
-        ids = torch.randint(3, model.config.vocab_size, (1, n))  # (1, n): cost does not depend on the tokens
-        seconds, peaks = {"full": [], "s2": []}, {}
-        for pattern in seconds:  # warm-up + memory, once each
-            set_attention(model, pattern, group_size=n // 4)
-            with PeakMemory(device) as peak:
-                _timed_step(model, ids)
-            peaks[pattern] = peak.mib
-        for _ in range(size.cost_repeats):
-            for pattern, times in seconds.items():
-                set_attention(model, pattern, group_size=n // 4)
-                times.append(_timed_step(model, ids))
-        full_s, s2_s = statistics.median(seconds["full"]), statistics.median(seconds["s2"])
-        rows.append({"length": n, "full_tokens_per_s": round(n / full_s, 1), "s2_tokens_per_s": round(n / s2_s, 1),
-                     "speedup": round(full_s / s2_s, 3), "full_peak_mib": _round(peaks["full"]),
-                     "s2_peak_mib": _round(peaks["s2"]),
-                     "memory_ratio": _round(peaks["s2"] / peaks["full"] if peaks["full"] and peaks["s2"] else None, 3)})
+    for r in report["rows"]:
+        memory = r["memory_ratio"]
+        rows.append({"length": r["length"], "full_tokens_per_s": round(r["length"] / r["full_seconds"]["median"], 1),
+                     "s2_tokens_per_s": round(r["length"] / r["s2_seconds"]["median"], 1),
+                     "speedup": round(r["speedup"]["median"], 3),
+                     "speedup_range": [round(r["speedup"]["min"], 3), round(r["speedup"]["max"], 3)],
+                     "full_peak_mib": _round(r.get("full_peak_mib", {}).get("median")),
+                     "s2_peak_mib": _round(r.get("s2_peak_mib", {}).get("median")),
+                     "memory_ratio": _round(memory and memory["median"], 3)})
     return rows
 
 
@@ -400,6 +380,19 @@ def run_grid(out: Path = RESULTS_DIR, size: GridSize | None = None, *, update_re
     }
     measurements["minutes"] = round(earlier_minutes + (time.time() - started) / 60, 1)  # a resumed grid: all its runs
     write_outputs(measurements, out, update_results_page=update_results_page)
+    return measurements
+
+
+def remeasure_cost(out: Path = RESULTS_DIR, *, update_results_page: bool = True) -> dict:
+    """Measure the training-step cost table again (`bench step` at the grid's cost lengths) and rewrite the grid's
+    outputs with it, every other figure as it was: after a change to the kernels, without retraining the grid."""
+    path = Path(out) / "measurements.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{shown_path(path)} does not exist (run `longlora-mini reproduce` first)")
+    measurements = json.loads(path.read_text())
+    measurements["cost"] = training_step_cost(GridSize(**measurements["grid"]))
+    measurements["cost_machine"] = _machine()
+    write_outputs(measurements, Path(out), update_results_page=update_results_page)
     return measurements
 
 
@@ -581,12 +574,13 @@ def _passkey_table(m: dict) -> list[str]:
 def _cost_table(m: dict) -> list[str]:
     """Tokens per second and peak memory of one training step, S² against full attention, and plan's FLOP ratios."""
     lines = ["**Training cost** (one LoRA+ step of the mini model, forward + backward, this CPU). Paper: "
-             + m["paper"]["cost"], "", "| length | full tokens/s | S² tokens/s | speed-up | peak memory S² / full |",
+             + m["paper"]["cost"], "", "| length | full tokens/s | S² tokens/s | speed-up (range) | peak memory S² / full |",
              "|---:|---:|---:|---:|---:|"]
     for row in m["cost"]:
         memory = f"{row['memory_ratio']:.2f}x" if row["memory_ratio"] is not None else "n/a"
+        spread = " ({:.2f}-{:.2f})".format(*row["speedup_range"]) if "speedup_range" in row else ""
         lines.append(f"| {row['length']} | {row['full_tokens_per_s']:.0f} | {row['s2_tokens_per_s']:.0f} "
-                     f"| {row['speedup']:.2f}x | {memory} |")
+                     f"| {row['speedup']:.2f}x{spread} | {memory} |")
     longest = m["cost"][-1]
     return lines + ["", "`plan` (FLOPs per step, S² / full, Llama-2 7B LoRA+): "
                     + ", ".join(f"{p['context']:,}: {p['flops_ratio_s2_vs_full']:.2f}" for p in m["plan"]), "",
