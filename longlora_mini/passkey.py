@@ -140,6 +140,8 @@ def passkey_accuracy(model, tokenizer, length: int, trials: int, *, seed: int = 
 def passkey_grid(model, tokenizer, lengths, depths, trials: int, *, seed: int = 0, show_progress: bool = True) -> dict:
     """Accuracy per (length, depth): `trials` random keys in each cell, the key line at that depth."""
 
+    if trials < 1:
+        raise ValueError(f"--trials must be at least 1 (keys per cell), got {trials}")
     was_training = model.training
     model.eval()
     cells = [(n, d) for n in lengths for d in depths]

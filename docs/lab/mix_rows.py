@@ -27,5 +27,5 @@ mix = MixedRows(PretrainConfig(seq_len=args.length), tokenizer, random.Random(ar
 rows = np.array([mix.row_at(p, args.seed) for p in range(args.rows)], dtype=np.uint16)  # (rows, length)
 if args.bos_first:
     rows[:, 0] = tokenizer.bos_token_id
-rows.tofile(args.out)
+data.write_token_file(args.out, rows.reshape(-1), tokenizer)  # with its description, FILE.json
 print(f"{args.rows} rows of {args.length} tokens{' (BOS first)' if args.bos_first else ''} -> {args.out}")

@@ -21,6 +21,8 @@ teaches copying from far back on purpose, and the result is measured, not assume
   random copies  optional (share 0 by default): a natural row with a span of 8-48 random tokens written twice
   passkey rows   a passkey prompt (see passkey.py) with its answer; by default its haystack is training text,
                  not the evaluation's repeated filler sentences
+  ruler rows     optional (share 0 by default): a mini-RULER item (see ruler.py) of a task of `ruler_tasks` with its
+                 answer, within the row, its haystack and words from the train split (the suite asks the test split's)
 
 plus single-digit tokens (the tokenizer), untied embeddings, a short warm-up, a constant lr through the
 curriculum and cosine decay over the mixture. The shares are in `PretrainConfig`; `longlora-mini pretrain`
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from .. import data
+from .. import data, ruler
 from ..evaluate import evaluate_base_model
 from ..files import MODEL_DIR, write_then_swap
 from ..passkey import (
@@ -106,6 +108,10 @@ class PretrainConfig:
     # 71 % of a 256-token window (a 75-token instruction), where Llama-2's 4k window holds its key up to 99 %. Half:
     # the base keeps its reach across the window under x4 interpolation; all (1.0) loses it at every depth
     passkey_cut_share: float = 0.5
+    # a share of mixture rows holding one mini-RULER item and its answer (RULER's formats taught inside the window; the
+    # evaluation asks them at 256 and past it); the task drawn from ruler_tasks, the item's length from 7/8 of the row
+    ruler_share: float = 0.0
+    ruler_tasks: tuple[str, ...] = ruler.TASK_NAMES
     bos_at_row_start: bool = False  # every mixture row starts with BOS: a fixed first token, as a sink
     # a share of mixture rows trained at positions t * s, s drawn from [position_scale_min, 1): the rotary angles of
     # the window at finer steps, never one past it (the cliff stays). Makes untrained position interpolation cheaper
@@ -126,6 +132,8 @@ class PretrainConfig:
             raise ValueError(f"passkey_min_length_share must be in [0, 1), got {self.passkey_min_length_share}")
         if not 0.0 <= self.passkey_cut_share <= 1.0:
             raise ValueError(f"passkey_cut_share must be in [0, 1], got {self.passkey_cut_share}")
+        if self.ruler_share:
+            ruler.check_tasks(self.ruler_tasks)
         if self.head_dim is None and self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} does not split into {self.heads} heads: pick a number of "
                              f"heads that divides it, or set head_dim")
@@ -167,6 +175,7 @@ class MixedRows:
             raise ValueError(f"passkey_warmup_len {config.passkey_warmup_len} is shorter than the shortest passkey prompt "
                              f"this tokenizer allows ({self.shortest_passkey} tokens): raise it to at least that")
         random.Random(config.seed).shuffle(self.symbols)  # alphabet k: the first k of them, so each holds the last
+        self.ruler_source = ruler.Source(tokenizer, "train") if config.ruler_share else None
 
     def natural(self) -> list[int]:
         start = self.rng.randrange(len(self.stream) - self.config.seq_len)
@@ -212,6 +221,20 @@ class MixedRows:
         prefix = self.natural()[: lead - 1] + [eos] if lead else []
         return (prefix + body + self.natural())[:row_len]
 
+    def ruler_item(self) -> list[int]:
+        """Natural text ending in EOS, a mini-RULER item of 7/8 of the row to the whole row (prompt and answer) with
+        its answer and EOS, natural text again (as a passkey row); a task whose prompt needs more takes the whole row."""
+        row_len, eos = self.config.seq_len, self.tokenizer.eos_token_id
+        task = self.rng.choice(self.config.ruler_tasks)
+        try:
+            sample = ruler.make_sample(task, self.ruler_source, self.rng.randint(7 * row_len // 8, row_len), self.rng)
+        except ValueError:  # too short for this draw's keys
+            sample = ruler.make_sample(task, self.ruler_source, row_len, self.rng)
+        body = (sample.input_ids + sample.target_ids + [eos])[:row_len]
+        lead = self.rng.randint(0, row_len - len(body))
+        prefix = self.natural()[: lead - 1] + [eos] if lead else []
+        return (prefix + body + self.natural())[:row_len]
+
     def in_natural_haystack(self, sample: PasskeySample) -> PasskeySample:
         """The same prompt with every filler token replaced by a stretch of training text (a row's worth: enough for
         any prompt of a row)."""
@@ -247,7 +270,7 @@ class MixedRows:
     def row(self) -> list[int]:
         """One row of the mixture: its kind drawn by the shares in the config, natural text otherwise."""
         kinds = [(self.config.passkey_share, self.passkey), (self.config.random_copy_share, self.random_copy),
-                 (self.config.repeat_share, self.repeat)]
+                 (self.config.repeat_share, self.repeat), (self.config.ruler_share, self.ruler_item)]
         draw = self.rng.random()
         for share, make in kinds:
             if draw < share:
