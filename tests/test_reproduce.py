@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from longlora_mini import data
+from longlora_mini import cli, data
 from longlora_mini.files import RUN_RECORD
 from longlora_mini.lab import reproduce
 from longlora_mini.lab.reproduce import SECTION_BEGIN, SECTION_END, Cell, cells, format_tables, replace_section
@@ -50,6 +51,22 @@ def test_reproduce_runs_every_cell_and_writes_tables_and_figures(smoke_grid, mon
     assert tables.count("Verdict: ") == 5 and tables in stdout
     assert (out / "perplexity_by_length.png").stat().st_size > 10_000 and (out / "passkey.png").exists()
     assert (out / "passkey_by_pattern.png").exists()
+
+
+def test_cost_only_measures_the_cost_table_again_and_keeps_every_other_figure(smoke_grid, monkeypatch, tmp_path):
+    out, _ = smoke_grid
+    copy_of_grid = tmp_path / "grid"
+    shutil.copytree(out, copy_of_grid, ignore=shutil.ignore_patterns("runs"))
+    before = json.loads((copy_of_grid / "measurements.json").read_text())
+    monkeypatch.setenv("LONGLORA_MINI_SMOKE", "1")
+    assert cli.main(["reproduce", "--cost-only", "--out", str(copy_of_grid), "--no-results-page"]) == 0
+    after = json.loads((copy_of_grid / "measurements.json").read_text())
+    kept = ("cost", "cost_machine")
+    assert {k: v for k, v in after.items() if k not in kept} == {k: v for k, v in before.items() if k not in kept}
+    assert after["cost"] != before["cost"]  # measured again: timings never repeat to the last digit
+    assert [r["length"] for r in after["cost"]] == [512, 1024]
+    assert all(r["speedup_range"][0] <= r["speedup"] <= r["speedup_range"][1] for r in after["cost"])
+    assert "speed-up (range)" in (copy_of_grid / "tables.md").read_text()
 
 
 def test_reproduce_reuses_finished_runs(smoke_grid, monkeypatch):

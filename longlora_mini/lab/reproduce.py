@@ -200,7 +200,8 @@ def train_cell(cell: Cell, seed: int, out: Path, size: GridSize, show_progress: 
         return run_dir / "final"
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(base + "\n")
-    train(config, resume=bool(checkpoint_dirs(run_dir)), show_progress=show_progress)
+    resume = bool(checkpoint_dirs(run_dir))  # else a run stopped before its first checkpoint: the grid's own, restarted
+    train(config, resume=resume, overwrite=not resume, show_progress=show_progress)
     return run_dir / "final"
 
 
