@@ -6,7 +6,8 @@ Its modules in three groups:
 - the method: `attention` (the S²-Attn kernels), `hf_attention` (their registration with transformers),
   `extend` (position interpolation and LoRA+ applied to a model), `options` (the choices a run is made of);
 - the library around it: `data`, `train`, `sft`, `evaluate`, `passkey`, `merge`, `models`, `plan`, `bench`, `cli`,
-  and the helpers `files` (repository paths, atomic writes), `plotting`, `progress`, `smoke`;
+  and the helpers `files` (repository paths, atomic writes), `errors` (bad input as one line), `outputs` (no output
+  replaced unasked, output locks), `plotting`, `progress`, `smoke`;
 - the miniature's lab, `lab/`: `lab.pretrain` (the mini base model), `lab.qa` (the long-QA set), `lab.reproduce`
   (the paper's grid, the demo, extension then SFT), `lab.exercises` (the course's checked exercises).
 """

@@ -5,7 +5,9 @@
   code   the proof-pile analogue: a pinned list of long modules of the running Python's standard library.
 
 Each corpus is split by document (train / val / test, deterministic, each document whole). Every split
-is written as a flat uint16 token file, documents joined by EOS: the official evaluation format.
+is written as a flat uint16 token file, documents joined by EOS: the official evaluation format. Beside each
+token file, FILE.json says what it holds (dtype, count, the tokenizer's vocabulary size and hash): a file read with
+another dtype or tokenizer is refused, naming both, instead of being trained or scored as noise.
 `data/manifest.json` records every document (source, split, characters, tokens, sha256) so that anyone
 can check that their corpus is ours. Nothing is downloaded: the texts come from installed packages.
 """
@@ -25,7 +27,8 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from .files import DATA_DIR, write_json
+from .errors import UserError
+from .files import DATA_DIR, shown_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ MANIFEST = DATA_DIR / "manifest.json"
 CORPORA = ("books", "code")
 SPLITS = ("train", "val", "test")
 VOCAB_SIZE = 512
+TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64")
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
 # Long standard-library modules (> 50k characters in CPython 3.11), pinned. Sources differ between
@@ -189,11 +193,80 @@ def token_file(corpus: str, split: str, tokens_dir: Path = TOKENS_DIR) -> Path:
 
 
 def load_tokens(corpus: str, split: str, tokens_dir: Path = TOKENS_DIR) -> np.ndarray:
-    """The flat uint16 token stream of one split (a read-only memory map)."""
+    """The flat token stream of one split (a read-only memory map, in the dtype its description names)."""
     path = token_file(corpus, split, tokens_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; build the corpora with: longlora-mini data build")
-    return np.memmap(path, dtype=np.uint16, mode="r")
+    described = token_description(path)
+    return np.memmap(path, dtype=described["dtype"] if described else np.uint16, mode="r")
+
+
+def description_path(path: str | Path) -> Path:
+    """FILE.json beside a token file FILE: its dtype, token count and tokenizer."""
+    return Path(path).with_name(Path(path).name + ".json")
+
+
+def tokenizer_fingerprint(tokenizer) -> dict:
+    """What token ids mean: the vocabulary's size and the sha256 of its (token, id) pairs in id order."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda pair: pair[1])
+    return {"vocab_size": len(tokenizer), "vocab_sha256": hashlib.sha256(json.dumps(vocab).encode()).hexdigest()}
+
+
+def write_token_file(path: str | Path, ids, tokenizer, dtype: str = "uint16") -> Path:
+    """Write token ids as a flat file of `dtype`, with its description (FILE.json) beside it."""
+    path, ids = Path(path), np.asarray(ids)
+    if dtype not in TOKEN_DTYPES:
+        raise UserError(f"token files take dtype {'/'.join(TOKEN_DTYPES)}, not {dtype!r}", "pass one of those")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) > np.iinfo(dtype).max):
+        raise UserError(f"token ids from {int(ids.min())} to {int(ids.max())} do not fit {dtype}", "pick a wider dtype")
+    ids.astype(dtype).tofile(path)
+    write_json({"dtype": dtype, "tokens": int(ids.size), "tokenizer": tokenizer_fingerprint(tokenizer)},
+               description_path(path))
+    return path
+
+
+def token_description(path: Path) -> dict | None:
+    """A token file's description (None if it has none), checked against the file's size."""
+    described = description_path(path)
+    if not described.exists():
+        return None
+    try:
+        info = json.loads(described.read_text())
+        dtype, tokens = info["dtype"], int(info["tokens"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{shown_path(described)} does not describe a token file ({error})",
+                        "rewrite it with longlora_mini.data.write_token_file, or delete it") from None
+    if dtype not in TOKEN_DTYPES:
+        raise UserError(f"{shown_path(described)} names dtype {dtype!r}", f"token files are {'/'.join(TOKEN_DTYPES)}")
+    size = Path(path).stat().st_size
+    if size != tokens * np.dtype(dtype).itemsize:
+        raise UserError(f"{shown_path(path)} has {size:,} bytes, but {shown_path(described)} says {tokens:,} tokens of "
+                        f"{dtype} ({tokens * np.dtype(dtype).itemsize:,} bytes)",
+                        "the file is cut short or was written otherwise: write it again")
+    return info
+
+
+def read_token_file(path: str | Path, tokenizer) -> np.ndarray:
+    """A token file's ids (int64), refused when its description names another tokenizer than `tokenizer`'s. A file
+    without a description is read as uint16 (the format's default), refused if it looks like wider ids."""
+    path = Path(path)
+    info = token_description(path)
+    if info is None:
+        stream = np.fromfile(path, dtype=np.uint16)
+        if len(stream) >= 2 and len(stream) % 2 == 0 and not stream[1::2].any() and stream[0::2].any():
+            raise UserError(f"{shown_path(path)} has no description ({description_path(path).name}) and reads as "
+                            "uint16 ids every second of which is 0: it holds 32- or 64-bit ids",
+                            "write it with longlora_mini.data.write_token_file, which records its dtype and tokenizer")
+        logger.warning("%s has no description (%s): read as uint16 ids", shown_path(path), description_path(path).name)
+        return stream.astype(np.int64)
+    written, reading = info.get("tokenizer", {}), tokenizer_fingerprint(tokenizer)
+    if written != reading:
+        raise UserError(
+            f"{shown_path(path)} holds ids of another tokenizer: written for one of {written.get('vocab_size')} tokens "
+            f"(vocabulary sha256 {str(written.get('vocab_sha256'))[:12]}), this model's has {reading['vocab_size']} "
+            f"(sha256 {reading['vocab_sha256'][:12]})",
+            "pass corpus names (books,code) to tokenize the text for this model, or write the file with its tokenizer")
+    return np.fromfile(path, dtype=info["dtype"]).astype(np.int64)
 
 
 def first_windows(corpus: str, split: str, length: int, rows: int, *, bos_first: bool = False) -> np.ndarray:
@@ -233,8 +306,7 @@ def build(data_dir: Path = DATA_DIR, *, retrain_tokenizer: bool = False) -> dict
             del entry["text"]
             manifest["documents"].append(entry)
         for split, ids in streams.items():
-            path = token_file(corpus, split, data_dir / "tokens")
-            np.asarray(ids, dtype=np.uint16).tofile(path)
+            path = write_token_file(token_file(corpus, split, data_dir / "tokens"), ids, tokenizer)
             manifest["token_files"][path.name] = {
                 "tokens": len(ids),
                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -273,16 +345,19 @@ def packed_rows(stream: np.ndarray, seq_len: int) -> np.ndarray:
 
 
 def corpus_tokens(source: str, split: str, tokenizer) -> np.ndarray:
-    """The EOS-joined token stream (int64) of a split for corpus names ("books,code") or a uint16 token file.
+    """The EOS-joined token stream (int64) of a split for corpus names ("books,code") or a token file (read_token_file).
 
     The committed token files are in the project tokenizer's ids; any other tokenizer gets the same
     documents tokenized afresh (so SmolLM2 and Llama train on the same text).
     """
     path = Path(source)
     if path.suffix == ".bin" or path.exists():
-        if not path.exists():
+        if not path.is_file():
             raise FileNotFoundError(f"no token file at {path}")
-        stream = np.fromfile(path, dtype=np.uint16).astype(np.int64)
+        if path.suffix == ".json":
+            raise UserError(f"--data {source} is a JSON file, not a token file",
+                            "SFT items train with longlora-mini sft and are scored by eval qa")
+        stream = read_token_file(path, tokenizer)
     else:
         corpora = [c.strip() for c in source.split(",") if c.strip()]
         unknown = sorted(set(corpora) - set(CORPORA))
@@ -293,11 +368,11 @@ def corpus_tokens(source: str, split: str, tokenizer) -> np.ndarray:
         else:
             stream = np.concatenate([_tokenize_corpus(c, split, tokenizer) for c in corpora])
     vocab = len(tokenizer)
-    if len(stream) and int(stream.max()) >= vocab:
-        raise ValueError(
-            f"{source} holds token id {int(stream.max())}, beyond this model's vocabulary of {vocab}: "
-            "it was tokenized for another model; pass corpus names instead so the text is tokenized for this one"
-        )
+    if len(stream) and (int(stream.max()) >= vocab or int(stream.min()) < 0):
+        raise UserError(
+            f"{source} holds token ids from {int(stream.min())} to {int(stream.max())}, beyond this model's vocabulary "
+            f"of {vocab}: it was tokenized for another model",
+            "pass corpus names instead so the text is tokenized for this one")
     return stream
 
 

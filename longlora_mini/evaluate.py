@@ -207,10 +207,12 @@ def perplexity(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    tokens = tokens[:max_tokens] if max_tokens else tokens
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"--max-tokens must be at least 1 (None: every token), got {max_tokens}")
+    tokens = tokens if max_tokens is None else tokens[:max_tokens]
     check_tokens(model, tokens, length)
     if protocol == "strided":
-        windows = strided_windows(len(tokens), length, stride or length)
+        windows = strided_windows(len(tokens), length, length if stride is None else stride)
     else:
         windows = [(s, s + length, s + 1) for s in range(0, len(tokens) - length, OFFICIAL_STEP)]
     was_training = model.training

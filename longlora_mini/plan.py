@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError, check_setting, positive_float, positive_int, share
 from .options import ATTENTIONS, EXTRA_TRAINABLE, METHODS, group_size_for
 
 GIB = 2**30
@@ -89,7 +90,16 @@ def architecture(model: str) -> Architecture:
         path = path / "config.json"
     if not path.exists():
         raise ValueError(f"--model takes a preset ({', '.join(PRESETS)}) or a config.json path; got {model!r}")
-    return architecture_from_config(json.loads(path.read_text()))
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as error:
+        raise UserError(f"--model {model}: {path} is not valid JSON ({error})", "pass a model's config.json") from None
+    needed = ("num_attention_heads", "num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size")
+    missing = [key for key in needed if not isinstance(config, dict) or key not in config]
+    if missing:
+        raise UserError(f"--model {model}: {path} lacks {', '.join(missing)}",
+                        "pass the config.json of a Llama-style causal LM")
+    return architecture_from_config(config)
 
 
 def architecture_from_config(c: dict) -> Architecture:
@@ -178,6 +188,11 @@ def plan(
     lora_rank: int = 8,
 ) -> Plan:
     check_choices(strategy, kernel, attention, method)
+    for flag, value, rule in (("--context-length", context_length, positive_int), ("--gpus", gpus, positive_int),
+                              ("--gpu-memory", gpu_memory_gib, positive_float), ("--batch-size", micro_batch, positive_int),
+                              ("--grad-accum", grad_accum, positive_int), ("--lora-rank", lora_rank, positive_int),
+                              ("--group-size-ratio", group_size_ratio, share)):
+        check_setting("plan", flag, value, rule, f"pass {flag} as {rule.expected}")
     arch = architecture(model)
     parameters, trainable = arch.parameters(), trainable_parameters(arch, method, lora_rank)
     n, b = context_length, micro_batch

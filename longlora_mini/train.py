@@ -11,9 +11,10 @@ What a run writes to --output-dir:
                             scheduler and RNG states (accelerate's save_state) and trainer_state.json
                             (step and data position); --resume continues from the newest one and
                             writes the same losses as a run that was never interrupted
-    final/                  the adapter (LoRA / LoRA+) or the whole model (full), with longlora.json;
-                            `longlora-mini merge` turns it into a plain Hugging Face model
+    final/                  the adapter (LoRA / LoRA+) or the whole model (full), with longlora.json (settings,
+                            the base model's hashes); `longlora-mini merge` turns it into a plain Hugging Face model
     tensorboard/            accelerate's TensorBoard tracker
+and beside it OUT.lock while the run writes (a second run into OUT stops with a message).
 
 The data order is a function of (seed, step) alone: step s uses rows s*R .. (s+1)*R-1 of a seeded
 permutation per epoch (R = batch size x accumulation x processes), so resuming needs only the step.
@@ -25,7 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
+import pickle
 import random
 import re
 import shutil
@@ -40,8 +44,9 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, broadcast_object_list
 from peft import prepare_model_for_kbit_training
+from safetensors import SafetensorError
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import (
     AutoTokenizer,
@@ -50,6 +55,20 @@ from transformers import (
 )
 
 from . import data
+from .attention import BACKENDS
+from .errors import (
+    OneLineParser,
+    UserError,
+    check_setting,
+    clip_norm,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    report_user_errors,
+    share,
+    unit_interval,
+)
 from .extend import (
     apply_method,
     describe_trainable,
@@ -59,13 +78,28 @@ from .extend import (
 )
 from .files import MODEL_DIR, RUN_RECORD, shown_path, write_json, write_then_swap
 from .lab.pretrain import MixedRows, PretrainConfig
+from .merge import base_fingerprint
 from .models import FourBitUnavailable, four_bit_loading, smollm2_folder
 from .options import ATTENTIONS, METHODS, ROPE_SCALINGS, group_size_for
+from .outputs import OutputLock, check_is_folder, check_not_an_input, entries, foreign_entries
 from .progress import progress_bar
 from .sft import IGNORE_INDEX, TEMPLATES, collate, labelled_tokens, load_items, prepare
 from .smoke import smoke_mode
 
+logger = logging.getLogger(__name__)
+
 LR_SCHEDULERS = ("constant", "cosine")
+# the rule each number of TrainConfig follows (the flags' types, and the recipe's checks)
+NUMBER_RULES = {
+    "context_length": positive_int, "group_size_ratio": share, "lora_rank": positive_int, "lora_alpha": positive_int,
+    "lr": positive_float, "warmup_steps": non_negative_int, "weight_decay": non_negative_float,
+    "max_grad_norm": clip_norm, "max_steps": positive_int, "batch_size": positive_int, "grad_accum": positive_int,
+    "save_every": non_negative_int, "keep_checkpoints": positive_int, "eval_windows": positive_int,
+    "seed": non_negative_int, "rendezvous_timeout": positive_int,
+}
+CHOICES = {"rope_scaling": ROPE_SCALINGS, "attention": ATTENTIONS, "method": METHODS, "lr_scheduler": LR_SCHEDULERS,
+           "template": TEMPLATES, "attention_backend": ("auto", *BACKENDS), "mixed_precision": ("auto", "no", "bf16", "fp16"),
+           "report_to": ("tensorboard", "none")}
 
 
 @dataclass
@@ -88,7 +122,7 @@ class TrainConfig:
     lr_scheduler: str = "constant"  # after warmup: constant (the official recipe) or cosine (to 0 at max_steps)
     warmup_steps: int = 20
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # inf: no clipping
     max_steps: int = 200
     batch_size: int = 1
     grad_accum: int = 8
@@ -103,33 +137,32 @@ class TrainConfig:
     rendezvous_timeout: int = 60  # seconds a rank of a multi-process launch waits to reach the others
 
     def __post_init__(self):
+        for f in fields(self):
+            setattr(self, f.name, checked_field(f.name, getattr(self, f.name), type(f.default)))
         if self.model == "mini":  # the names every other command accepts: the committed base model, SmolLM2
             self.model = str(MODEL_DIR)
         elif self.model == "smollm2":
             self.model = str(smollm2_folder())
-        checks = [
-            (self.rope_scaling in ROPE_SCALINGS, f"rope_scaling must be one of {ROPE_SCALINGS}"),
-            (self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}"),
-            (self.method in METHODS, f"method must be one of {METHODS}"),
-            (self.mixed_precision in ("auto", "no", "bf16", "fp16"), "mixed_precision must be auto, no, bf16 or fp16"),
-            (self.report_to in ("tensorboard", "none"), "report_to must be tensorboard or none"),
-            (self.lr_scheduler in LR_SCHEDULERS, f"lr_scheduler must be one of {LR_SCHEDULERS}"),
-            (self.template in TEMPLATES, f"template must be one of {TEMPLATES}"),
-            (min(self.context_length, self.max_steps, self.batch_size, self.grad_accum) >= 1,
-             "context_length, max_steps, batch_size and grad_accum must be at least 1"),
-            (self.lr > 0 and self.save_every >= 0 and self.keep_checkpoints >= 1,
-             "lr > 0, save_every >= 0, keep_checkpoints >= 1"),
-            (not (self.load_in_4bit and self.method == "full"),
-             "load_in_4bit (QLoRA) trains adapters on a frozen 4-bit base: use a LoRA method, not full"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"bad training setting: {message} (got {self.summary()})")
+        if self.load_in_4bit and self.method == "full":
+            raise UserError("bad training setting: load_in_4bit (QLoRA) trains adapters on a frozen 4-bit base",
+                            "use a LoRA method, not full")
         if is_mixture(self.data):
             mixture_config(self.data, self.context_length)  # a bad mixture setting fails here, before any training
 
-    def summary(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
+
+def checked_field(name: str, value, kind: type):
+    """A TrainConfig field's value checked (and a number read from a string, as YAML leaves `1e-3`), or a UserError
+    naming the field and its flag."""
+    fix = f"set {name} in the recipe or pass --{name.replace('_', '-')}"
+    if name in NUMBER_RULES:
+        return check_setting("training", name, value, NUMBER_RULES[name], fix)
+    if name in CHOICES and value not in CHOICES[name]:
+        raise UserError(f"bad training setting: {name} must be one of {CHOICES[name]}, got {value!r}", fix)
+    if kind is bool and not isinstance(value, bool):
+        raise UserError(f"bad training setting: {name} must be true or false, got {value!r}", fix)
+    if kind is str and not (isinstance(value, str) and value.strip()):
+        raise UserError(f"bad training setting: {name} must be a non-empty text, got {value!r}", fix)
+    return value
 
 
 # Settings that must not change when a run is resumed (others may: max_steps; lr and mixed_precision, to go on
@@ -140,13 +173,26 @@ FIXED_ON_RESUME = ("model", "data", "template", "context_length", "rope_scaling"
 
 
 def read_recipe(path: str | Path) -> dict:
-    """A recipe file (YAML or JSON): keys of TrainConfig. Unknown keys are an error, not a silent no-op."""
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    """A recipe file (YAML or JSON): keys of TrainConfig. Unknown keys are an error, not a silent no-op; each value
+    is checked as TrainConfig checks it (a number written as a string is read as that number)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--recipe {path}: no such file", "configs/recipes/ holds the shipped recipes")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"recipe {path} is not valid YAML{line}: {getattr(error, 'problem', error)}",
+                        "write one KEY: VALUE per line") from None
+    if not isinstance(values, dict):
+        raise UserError(f"recipe {path} holds a {type(values).__name__}, not KEY: VALUE settings",
+                        "write one KEY: VALUE per line")
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"recipe {path} has unknown keys {unknown}; known keys: {sorted(known)}")
-    return values
+        raise UserError(f"recipe {path} has unknown keys {unknown}", f"known keys: {sorted(known)}")
+    return {k: checked_field(k, v, type(known[k].default)) for k, v in values.items()}
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -195,7 +241,7 @@ def _mixture_value(key: str, value: str, spec: str):
         if value not in ("0", "1"):
             raise ValueError(f"bos_at_row_start takes 0 or 1 in --data {spec!r}, got {value!r}")
         return value == "1"
-    return float(value)
+    return check_setting("mixture", key, value, unit_interval, f"write mix:{key}=SHARE, a share from 0 to 1")
 
 
 def training_rows(config: TrainConfig, tokenizer, per_step: int):
@@ -269,12 +315,20 @@ def validation_loss(model, rows: np.ndarray, device, batch_size: int) -> float:
 
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (an interrupted write leaves only a *.tmp folder; a checkpoint that led to
-    a divergence is renamed *.diverged)."""
+    a divergence is renamed *.diverged, one that cannot be read *.unreadable)."""
     root = output_dir / "checkpoints"
     if not root.is_dir():
         return []
     done = [p for p in root.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / "trainer_state.json").exists()]
     return sorted(done, key=checkpoint_step)
+
+
+def set_aside_unreadable(checkpoint: Path) -> None:
+    """Rename a checkpoint that cannot be read to *.unreadable: kept for a look, out of the way of the checkpoint a
+    resumed run writes at its step."""
+    aside = checkpoint.with_name(checkpoint.name + ".unreadable")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(checkpoint, aside)
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -296,6 +350,8 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, config: TrainConfi
         state = {"step": step, "data_position": step * rows_per_step(config, accelerator.num_processes),
                  "num_processes": accelerator.num_processes, "config": asdict(config), "report": report}
         write_json(state, tmp / "trainer_state.json")
+        if final.exists():  # a step folder without its trainer state: no checkpoint, but kept
+            set_aside_unreadable(final)
         os.replace(tmp, final)
         for old in checkpoint_dirs(output_dir)[: -config.keep_checkpoints]:
             shutil.rmtree(old)
@@ -378,14 +434,12 @@ def check_resumable(state: dict, config: TrainConfig, num_processes: int) -> Non
     changed = changed_settings(state["config"], config, fixed)
     if changed:
         details = ", ".join(f"{k}: {state['config'].get(k)!r} -> {getattr(config, k)!r}" for k in changed)
-        raise ValueError(f"cannot resume: settings differ from the checkpoint ({details}); "
-                         "use the checkpoint's settings")
+        raise UserError(f"cannot resume: settings differ from the checkpoint ({details})",
+                        "use the checkpoint's settings, or --overwrite to start again with these")
     if state["num_processes"] != num_processes:
-        raise ValueError(
-            f"cannot resume: the checkpoint was written by {state['num_processes']} processes, "
-            f"this run has {num_processes}; "
-            "launch with the same number (the data order and optimizer shards depend on it)"
-        )
+        raise UserError(f"cannot resume: the checkpoint was written by {state['num_processes']} processes, this run "
+                        f"has {num_processes}", "launch with the same number (the data order and optimizer shards "
+                        "depend on it)")
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -445,7 +499,7 @@ def build_accelerator(config: TrainConfig, output_dir: Path):
         ds["train_micro_batch_size_per_gpu"] = config.batch_size
         ds["gradient_accumulation_steps"] = config.grad_accum
         ds["train_batch_size"] = rows_per_step(config, accelerator.num_processes)
-        ds["gradient_clipping"] = config.max_grad_norm
+        ds["gradient_clipping"] = 0.0 if math.isinf(config.max_grad_norm) else config.max_grad_norm  # 0: none
     return accelerator
 
 
@@ -471,17 +525,47 @@ def prepare_model(config: TrainConfig):
     return model, tokenizer
 
 
-def write_run_record(model_dir: Path, config: TrainConfig, counts: dict) -> None:
-    """longlora.json: how the model in this folder was made, so `merge` can rebuild it exactly."""
-    record = {"train_config": asdict(config), "trainable": counts}
+def write_run_record(model_dir: Path, config: TrainConfig, counts: dict, base: dict | None = None) -> None:
+    """longlora.json: how the model in this folder was made (settings, trainable counts, the base model's path and
+    hashes), so `merge` can rebuild it exactly and refuse another base."""
+    record = {"train_config": asdict(config), "trainable": counts} | ({"base_model": base} if base else {})
     write_json(record, model_dir / RUN_RECORD)
 
 
-def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict:
-    """Run (or resume) a training run; returns the report written to eval.json."""
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> dict:
+    """Run (or resume) a training run; returns the report written to eval.json.
+
+    The output folder is locked while the run writes it (OUT.lock). A folder holding a run is continued only with
+    `resume` (from its newest readable checkpoint) or started again with `overwrite` (the earlier run set aside as
+    OUT.replaced until this one ends); a folder holding anything else is refused."""
+    check_model_source(config.model)
     output_dir = Path(config.output_dir)
     accelerator = build_accelerator(config, output_dir)
-    checkpoints = checkpoints_to_resume(output_dir, resume)
+    lock = OutputLock(output_dir)
+    set_aside = on_main_process(accelerator, lambda: claim_run_dir(lock, config, resume, overwrite,
+                                                                   accelerator.num_processes))
+    try:
+        return run_training(accelerator, config, checkpoint_dirs(output_dir) if resume else [], show_progress,
+                            set_aside)
+    finally:
+        lock.release()
+
+
+def check_model_source(model: str) -> None:
+    """Refuse a --model that is neither a model folder nor, with the Hub reachable, a Hub id (ORG/NAME)."""
+    path = Path(model)
+    if (path / "config.json").exists():
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+    hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~")) and not path.exists()
+    if offline or not hub_id:
+        raise UserError(f"--model {shown_path(model)}: no model there (no config.json)",
+                        "pass 'mini', 'smollm2' or a Hugging Face model folder (a Hub id needs the Hub reachable)")
+
+
+def run_training(accelerator, config: TrainConfig, checkpoints: list[Path], show_progress: bool,
+                 set_aside: Path | None) -> dict:
+    """The run itself, once its folder is claimed: model, data, optimizer, (resumed) steps, the final model."""
     torch.manual_seed(config.seed)
     model, tokenizer = prepare_model(config)
     counts = trainable_counts(model)
@@ -493,6 +577,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     if accelerator.state.deepspeed_plugin is None:
         accelerator.register_save_state_pre_hook(_only_trainable(model, accelerator))
     start_step, report = resume_run(accelerator, config, scheduler, checkpoints)
+    report["base_model"] = on_main_process(accelerator, lambda: recorded_base(config, report.get("base_model")))
     if config.report_to != "none":
         accelerator.init_trackers("longlora-mini", config={k: v for k, v in asdict(config).items()})
 
@@ -503,18 +588,127 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_steps(accelerator, model, optimizer, scheduler, config, rows_for_step, pad_id, start_step, report,
                 show=show_progress and accelerator.is_local_main_process)
-    return finish_run(accelerator, model, tokenizer, config, counts, val_rows, report)
+    report = finish_run(accelerator, model, tokenizer, config, counts, val_rows, report)
+    if set_aside is not None and accelerator.is_main_process:
+        shutil.rmtree(set_aside)  # the earlier run that --overwrite replaced: this one is whole now
+    return report
 
 
-def checkpoints_to_resume(output_dir: Path, resume: bool) -> list[Path]:
-    """The run's complete checkpoints, oldest first; a folder that already holds a run is only continued with
-    --resume, never overwritten."""
-    existing = checkpoint_dirs(output_dir)
-    if (existing or (output_dir / "final").exists()) and not resume:
-        raise FileExistsError(
-            f"{output_dir} already holds a run; pass --resume to continue it or choose another --output-dir"
-        )
-    return existing
+def on_main_process(accelerator, work):
+    """work() on the main process only (checks of the output folder, which one process must make); its result, or
+    the UserError it raised, on every process."""
+    outcome = [None, None]
+    if accelerator.is_main_process:
+        try:
+            outcome[0] = work()
+        except UserError as error:
+            outcome[1] = (error.what, error.fix)
+    if accelerator.num_processes > 1:
+        broadcast_object_list(outcome)
+    if outcome[1] is not None:
+        raise UserError(*outcome[1])
+    return outcome[0]
+
+
+def recorded_base(config: TrainConfig, recorded: dict | None) -> dict:
+    """The base model's path and hashes (merge.base_fingerprint), taken when the run starts, so that merge can refuse
+    another base; a resumed run whose base changed since its checkpoint is refused."""
+    found = {"path": config.model, **base_fingerprint(config.model)}
+    if recorded is not None and any(recorded.get(k) != found[k] for k in found if k != "path"):
+        raise UserError(f"--resume: the base model {shown_path(config.model)} changed since this run's checkpoint "
+                        "(other config or weights)", "resume with the base the run started from, or --overwrite")
+    return recorded or found
+
+
+# what a training run writes into its folder (and the grid's records beside it): anything else is not a run's
+RUN_FILES = ("metrics.jsonl", "eval.json", "checkpoints", "final", "final.tmp", "final.old", "tensorboard",
+             "base_model.sha256", "measured.json")
+RUN_EVIDENCE = ("metrics.jsonl", "eval.json", "checkpoints", "final")
+
+
+def claim_run_dir(lock: OutputLock, config: TrainConfig, resume: bool, overwrite: bool,
+                  num_processes: int) -> Path | None:
+    """Take the output folder's lock, then check that the folder may take this run (open_run_dir)."""
+    lock.acquire()
+    try:
+        return open_run_dir(config, resume, overwrite, num_processes)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def open_run_dir(config: TrainConfig, resume: bool, overwrite: bool, num_processes: int = 1) -> Path | None:
+    """A new run needs a new or empty folder, or with `overwrite` an earlier run's, which is set aside (the path it
+    went to is returned); `resume` needs a checkpoint to continue from. Anything else in the folder is refused."""
+    out = Path(config.output_dir)
+    check_is_folder(out, "--output-dir")
+    data_file = config.data if Path(config.data).exists() else None
+    check_not_an_input(out, {"the model": config.model, "the data": data_file}, "--output-dir")
+    others = foreign_entries(out, RUN_FILES)
+    if others:
+        raise UserError(f"--output-dir {shown_path(out)} holds files that are not a training run's "
+                        f"({', '.join(others[:4])})", "choose a new or empty folder: nothing in that one is replaced, "
+                        "even with --overwrite")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other",
+                        "--resume continues the run in --output-dir, --overwrite starts it again")
+    if resume:
+        check_resumable_folder(out, config, num_processes)
+        return None
+    held = [name for name in entries(out) if name in RUN_EVIDENCE]
+    if held and not overwrite:
+        raise UserError(f"--output-dir {shown_path(out)} already holds a run ({', '.join(held)})",
+                        "pass --resume to continue it, --overwrite to start it again, or choose another --output-dir")
+    return set_aside_run(out) if held else None
+
+
+def set_aside_run(out: Path) -> Path:
+    """Move an earlier run's files out of the way of a new one (--overwrite): to OUT.replaced, removed when the new
+    run ends, so that a new run that fails leaves the old one whole. (The grid's base-model stamp stays.)"""
+    aside = out.with_name(out.name + ".replaced")
+    if aside.exists():
+        raise UserError(f"{shown_path(aside)} exists: a run set aside by an earlier --overwrite that did not finish",
+                        "move or delete it, then try again")
+    aside.mkdir()
+    for name in entries(out):
+        if name != "base_model.sha256":
+            os.replace(out / name, aside / name)
+    logger.warning("the earlier run in %s is set aside in %s until this one ends", shown_path(out), shown_path(aside))
+    return aside
+
+
+def check_resumable_folder(out: Path, config: TrainConfig, num_processes: int) -> None:
+    """Refuse --resume, saying what the folder holds, when there is nothing to continue: no checkpoint, other settings
+    than its newest checkpoint's, a finished run at the same --max-steps, or a newest checkpoint not before
+    --max-steps."""
+    checkpoints, metrics = checkpoint_dirs(out), out / "metrics.jsonl"
+    steps = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    start_again = "pass --overwrite to start it again (the earlier run is set aside until the new one ends)"
+    if not checkpoints:
+        if (out / "final").exists():
+            found = (f"a finished run ({steps} steps) but no checkpoint to continue from (it saved none: --save-every "
+                     "0 or more than its steps)")
+        elif steps:
+            found = f"no checkpoint to continue from: metrics.jsonl has {steps} steps, fewer than its first checkpoint"
+        else:
+            found = "no run to resume"
+        raise UserError(f"--resume: {shown_path(out)} holds {found}",
+                        f"{start_again}, or drop --resume and choose another --output-dir")
+    newest = checkpoint_step(checkpoints[-1])
+    try:
+        newest_state = read_trainer_state(checkpoints[-1])
+    except (OSError, ValueError):
+        newest_state = None  # reported when the run loads it, and the checkpoint before it used
+    if newest_state is not None:
+        check_resumable(newest_state, config, num_processes)
+    finished = json.loads((out / "eval.json").read_text()).get("steps") if (out / "eval.json").exists() else None
+    if finished is not None and config.max_steps <= finished:
+        raise UserError(f"--resume: {shown_path(out)} holds a finished run of {finished} steps",
+                        f"raise --max-steps past {finished} to train on from its newest checkpoint (step {newest}), "
+                        f"or {start_again}")
+    if config.max_steps <= newest:
+        raise UserError(f"--resume: the newest checkpoint of {shown_path(out)} is at step {newest}, --max-steps is "
+                        f"{config.max_steps}", f"raise --max-steps past {newest}")
 
 
 def load_rows(config: TrainConfig, tokenizer, accelerator):
@@ -544,16 +738,17 @@ def build_optimizer(model, config: TrainConfig):
 
 
 def resume_run(accelerator, config: TrainConfig, scheduler, checkpoints: list[Path]) -> tuple[int, dict]:
-    """(the step to start from, the report so far): from the newest checkpoint, whose weights, optimizer, scheduler
-    and RNG states are restored, or (0, {}) for a new run. metrics.jsonl keeps the lines of the steps done (none for
-    a new run), and a half-written checkpoint of the next step is removed."""
+    """(the step to start from, the report so far): from the newest readable checkpoint, whose weights, optimizer,
+    scheduler and RNG states are restored, or (0, {}) for a new run. metrics.jsonl keeps the lines of the steps done
+    (none for a new run), and a half-written checkpoint of the next step is removed."""
     output_dir = Path(config.output_dir)
     start_step, report = 0, {}
     if checkpoints:
-        newest = checkpoints[-1]
-        state = json.loads((newest / "trainer_state.json").read_text())
-        check_resumable(state, config, accelerator.num_processes)
-        accelerator.load_state(str(newest), strict=False)
+        newest, state, unreadable = load_newest_readable(accelerator, config, checkpoints)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            for broken in unreadable:
+                set_aside_unreadable(broken)
         rescale_rate(scheduler, config.lr)  # a resumed run may lower the rate
         start_step = state["step"]
         accelerator.print(f"resumed from {newest} (step {start_step}, data position {state['data_position']})")
@@ -565,6 +760,46 @@ def resume_run(accelerator, config: TrainConfig, scheduler, checkpoints: list[Pa
         metrics_path.write_text("".join(line for line in kept if json.loads(line)["step"] <= start_step))
         shutil.rmtree(output_dir / "checkpoints" / f"step-{start_step + 1:06d}.tmp", ignore_errors=True)
     return start_step, report
+
+
+# what loading a damaged or cut-short checkpoint raises: a missing file, safetensors' and torch.load's errors, pickle's
+UNREADABLE_CHECKPOINT = (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError)
+
+
+def read_trainer_state(checkpoint: Path) -> dict:
+    """A checkpoint's trainer_state.json; ValueError if it is not one (cut short, or missing what resuming reads)."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    needed = {"step", "data_position", "num_processes", "config"}
+    if not isinstance(state, dict) or not needed <= state.keys():
+        raise ValueError(f"trainer_state.json lacks {sorted(needed - set(state if isinstance(state, dict) else ()))}")
+    return state
+
+
+def load_newest_readable(accelerator, config: TrainConfig, checkpoints: list[Path]) -> tuple[Path, dict, list[Path]]:
+    """(the newest checkpoint that loads, its trainer state, the newer ones that did not), restored into the run; a
+    checkpoint that cannot be read is reported and the one before it tried. Other settings than the checkpoint's are
+    refused, not skipped."""
+    unreadable, reasons = [], []
+    for checkpoint in reversed(checkpoints):
+        try:
+            state = read_trainer_state(checkpoint)
+        except (OSError, ValueError) as error:
+            unreadable.append(checkpoint)
+            reasons.append(f"{checkpoint.name}: {error}")
+            logger.warning("checkpoint %s cannot be read (%s): trying the one before it", checkpoint, error)
+            continue
+        check_resumable(state, config, accelerator.num_processes)
+        try:
+            accelerator.load_state(str(checkpoint), strict=False)
+        except UNREADABLE_CHECKPOINT as error:
+            unreadable.append(checkpoint)
+            reasons.append(f"{checkpoint.name}: {type(error).__name__}")
+            logger.warning("checkpoint %s cannot be loaded (%s: %s): trying the one before it", checkpoint,
+                           type(error).__name__, error)
+            continue
+        return checkpoint, state, unreadable
+    raise UserError(f"--resume: no checkpoint of {shown_path(config.output_dir)} can be read "
+                    f"({'; '.join(reasons)})", "pass --overwrite to start the run again")
 
 
 def train_steps(accelerator, model, optimizer, scheduler, config: TrainConfig, rows_for_step, pad_id: int,
@@ -616,7 +851,7 @@ def optimizer_step(accelerator, model, optimizer, config: TrainConfig, step_numb
     Called after every micro-batch: accelerate's optimizer only steps at the step's last one (sync_gradients)."""
     checks = {"loss": loss}
     if accelerator.sync_gradients and accelerator.state.deepspeed_plugin is None:
-        norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
+        norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         if accelerator.scaler is None:  # fp16's loss scaler skips steps with inf gradients by design
             checks["gradient norm"] = torch.as_tensor(norm)
     if accelerator.sync_gradients:  # before the optimizer step: broken gradients never reach the weights
@@ -657,7 +892,7 @@ def finish_run(accelerator, model, tokenizer, config: TrainConfig, counts: dict,
     report |= {"context_length": config.context_length, "steps": config.max_steps,
                "eval_rows": 0 if val_rows is None else len(val_rows), "num_processes": accelerator.num_processes,
                "trainable": counts, "param_checksum": parameter_checksum(model, accelerator)}
-    save_final(model, tokenizer, accelerator, output_dir / "final", config, counts)
+    save_final(model, tokenizer, accelerator, output_dir / "final", config, counts, report.get("base_model"))
     if accelerator.is_main_process:
         write_json(report, output_dir / "eval.json")
     accelerator.end_training()
@@ -675,7 +910,7 @@ def parameter_checksum(model, accelerator) -> list[float] | None:
     return accelerator.gather(mine.to(accelerator.device)).tolist()
 
 
-def save_final(model, tokenizer, accelerator, out: Path, config: TrainConfig, counts: dict) -> None:
+def save_final(model, tokenizer, accelerator, out: Path, config: TrainConfig, counts: dict, base: dict | None) -> None:
     """The trained adapter (LoRA / LoRA+) or whole model (full), the tokenizer and longlora.json, atomically."""
     state = accelerator.get_state_dict(model)  # gathered from ZeRO-3 / FSDP shards
     if not accelerator.is_main_process:
@@ -688,7 +923,7 @@ def save_final(model, tokenizer, accelerator, out: Path, config: TrainConfig, co
     def write(tmp: Path) -> None:
         unwrapped.save_pretrained(str(tmp), state_dict=state, save_function=accelerator.save)
         tokenizer.save_pretrained(str(tmp))
-        write_run_record(tmp, config, counts)
+        write_run_record(tmp, config, counts, base)
 
     write_then_swap(out, write)
 
@@ -700,7 +935,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The train options; every one defaults to the recipe's value, then to TrainConfig's."""
     defaults = TrainConfig()
     parser.add_argument("--recipe", help="a YAML file of settings (configs/recipes/); flags given here override it")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest readable checkpoint in --output-dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in an --output-dir that holds a run (set aside until the new run ends)")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -708,11 +946,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"(default {default})")
         else:
-            choices = {"rope_scaling": ROPE_SCALINGS, "attention": ATTENTIONS, "method": METHODS,
-                       "lr_scheduler": LR_SCHEDULERS, "template": TEMPLATES}.get(f.name)
             shown = shown_path(default) if f.name == "model" else default  # no folder of this machine in --help
-            parser.add_argument(flag, dest=f.name, type=type(default), choices=choices, default=None,
-                                help=f"(default {shown})")
+            parser.add_argument(flag, dest=f.name, type=NUMBER_RULES.get(f.name, type(default)),
+                                choices=CHOICES.get(f.name), default=None, help=f"(default {shown})")
 
 
 def config_from_args(args: argparse.Namespace, smoke_overrides: dict | None = None) -> TrainConfig:
@@ -729,18 +965,22 @@ SMOKE_OVERRIDES = {"context_length": 512, "max_steps": 4, "grad_accum": 1, "save
 def run_from_args(args: argparse.Namespace) -> int:
     """Train from parsed options (smoke overrides in smoke mode); the main process prints the report."""
     try:
-        report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume)
+        report = train(config_from_args(args, SMOKE_OVERRIDES if smoke_mode() else None), resume=args.resume,
+                       overwrite=args.overwrite)
     except (TrainingDiverged, FourBitUnavailable, RanksCannotMeet) as error:
         raise SystemExit(f"error: {error}") from None
     if os.environ.get("RANK", "0") == "0":
-        print(json.dumps({k: v for k, v in report.items() if k != "trainable"}, indent=1))
+        print(json.dumps({k: v for k, v in report.items() if k not in ("trainable", "base_model")}, indent=1))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="longlora-mini train", description=__doc__.split("\n\n")[0])
+    """`python -m longlora_mini.train` (what `accelerate launch` starts): a user error is one line, as in the CLI."""
+    parser = OneLineParser(prog="longlora-mini train", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    args = parser.parse_args(argv)
+    return report_user_errors(lambda: run_from_args(args), args.debug)
 
 
 if __name__ == "__main__":

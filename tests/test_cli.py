@@ -24,6 +24,7 @@ def test_bench_attention_prints_ratios_and_writes_json(tmp_path):
 def test_pretrain_in_smoke_mode_writes_a_checkpoint(tmp_path):
     result = run_cli("pretrain", "--out", "model", "--layers", "2", "--position-scale-min", "0.25", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "model.lock").exists()  # held while it wrote, released after
     assert (tmp_path / "model" / "model.safetensors").exists()
     assert json.loads((tmp_path / "model" / "config.json").read_text())["num_hidden_layers"] == 2
     assert json.loads((tmp_path / "model" / "pretrain_config.json").read_text())["position_scale_min"] == 0.25
@@ -48,8 +49,13 @@ def test_train_then_merge_in_smoke_mode(tmp_path):
 
 
 def test_merge_refuses_a_folder_that_is_not_a_run(tmp_path):
+    """A user error in a real process: exit 2 and one line, no traceback (tests/test_bad_input.py has the cases)."""
     result = run_cli("merge", str(tmp_path), "--out", "merged", tmp_path=tmp_path)
-    assert result.returncode != 0 and "pass the final/ folder" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "pass the final/ folder" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    debug = run_cli("--debug", "merge", str(tmp_path), "--out", "merged", tmp_path=tmp_path)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
 
 
 def test_train_refuses_a_token_file_beyond_the_vocabulary(tmp_path):

@@ -31,6 +31,8 @@ def test_rebuild_reproduces_the_committed_manifest(rebuilt):
     assert data.compare_manifests(COMMITTED, manifest) == []
     for name in manifest["token_files"]:
         assert (out / "tokens" / name).read_bytes() == (data.TOKENS_DIR / name).read_bytes()
+        # the description beside each file is rebuilt too, byte for byte (it names no folder of this machine)
+        assert (out / "tokens" / f"{name}.json").read_bytes() == (data.TOKENS_DIR / f"{name}.json").read_bytes()
 
 
 def test_retraining_the_tokenizer_reproduces_it(tmp_path):
@@ -129,3 +131,21 @@ def test_first_windows_cut_the_split_and_can_start_each_with_bos():
     assert windows.shape == (3, 64) and (windows.ravel() == stream).all()
     with_bos = data.first_windows("books", "val", 64, 3, bos_first=True)
     assert (with_bos[:, 0] == data.load_tokenizer().bos_token_id).all() and (with_bos[:, 1:] == windows[:, 1:]).all()
+
+
+def test_a_token_file_says_its_dtype_and_tokenizer_and_is_read_by_them(tmp_path):
+    tokenizer = data.load_tokenizer()
+    ids = np.asarray(data.load_tokens("code", "val")[:1000], dtype=np.int64)
+    data.write_token_file(tmp_path / "wide.bin", ids, tokenizer, dtype="uint32")
+    described = json.loads((tmp_path / "wide.bin.json").read_text())
+    assert described["dtype"] == "uint32" and described["tokens"] == 1000
+    assert described["tokenizer"]["vocab_size"] == len(tokenizer) == 512
+    assert (data.read_token_file(tmp_path / "wide.bin", tokenizer) == ids).all()
+    assert (data.corpus_tokens(str(tmp_path / "wide.bin"), "train", tokenizer) == ids).all()
+    committed = json.loads((data.TOKENS_DIR / "code_val.bin.json").read_text())
+    assert committed["tokenizer"] == described["tokenizer"] and committed["dtype"] == "uint16"
+    ids.astype(np.uint32).tofile(tmp_path / "bare.bin")  # the same ids, no description: not read as noise
+    with pytest.raises(ValueError, match="32- or 64-bit ids"):
+        data.read_token_file(tmp_path / "bare.bin", tokenizer)
+    with pytest.raises(ValueError, match="do not fit uint16"):
+        data.write_token_file(tmp_path / "big.bin", [70000], tokenizer)
