@@ -10,7 +10,6 @@ memory (VmHWM, reset through /proc/self/clear_refs before each run) above what i
 from __future__ import annotations
 
 import collections
-import ctypes
 import functools
 import platform
 import statistics
@@ -28,6 +27,7 @@ from .attention import (
 )
 from .extend import apply_method, load_extended, set_attention
 from .files import MODEL_DIR, shown_path
+from .memory import PeakMemory
 from .progress import progress_bar
 
 DENSE_MAX_BYTES = 4 * 2**30  # the masked reference materialises (b, h, n, n) scores: skip it above this
@@ -61,55 +61,6 @@ def describe_machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
-def _rss_kib(field_name: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field_name} not in /proc/self/status")
-
-
-def _release_freed_memory_to_os() -> None:
-    """Make the CPU peak measurable: glibc then maps every large block on its own and unmaps it when freed
-    (otherwise freed blocks stay resident and a later run's peak hides inside them)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD = 64 KiB, which also stops glibc raising it on its own
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakMemory:
-    """Peak extra memory (MiB) of the code run inside the `with` block; None where not measurable."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.mib = device, None
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = torch.cuda.memory_allocated(self.device)
-        else:
-            _release_freed_memory_to_os()
-            try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")  # resets VmHWM to the current resident size
-                self.start = _rss_kib("VmRSS") * 1024
-            except OSError:
-                self.start = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.mib = (torch.cuda.max_memory_allocated(self.device) - self.start) / 2**20
-        elif self.start is not None:
-            self.mib = (_rss_kib("VmHWM") * 1024 - self.start) / 2**20
-        return False
 
 
 def variants(seq_len: int, heads: int, dtype: torch.dtype, device: torch.device):

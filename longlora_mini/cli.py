@@ -28,6 +28,15 @@ from .bench import (
     format_step_report,
     profile_lengths,
 )
+from .bench_memory import (
+    DEFAULT_CASES,
+    SMOKE_CASES,
+    SMOKE_WIDTHS,
+    bench_memory,
+    format_by_length,
+    format_rows,
+    loss_chunk_bytes,
+)
 from .errors import (
     OneLineParser,
     UserError,
@@ -46,7 +55,7 @@ from .lab.qa import QA_DIR, TRAIN_PER_LENGTH, build, instruction
 from .lab.reproduce import RESULTS_DIR, RESULTS_PAGE, demo, format_demo, remeasure_cost, run_grid
 from .merge import merge
 from .models import FourBitUnavailable, load_any
-from .options import ATTENTIONS, DEFAULT_GROUP_SIZE_RATIO, METHODS
+from .options import ATTENTIONS, DEFAULT_GROUP_SIZE_RATIO, DEFAULT_LOSS_CHUNK_TOKENS, METHODS
 from .outputs import (
     MODEL_FILES,
     OutputLock,
@@ -57,7 +66,7 @@ from .outputs import (
     entries,
 )
 from .passkey import passkey_grid, plot_passkey_heatmap
-from .plan import PRESETS, STRATEGIES, format_plan, plan
+from .plan import PRESETS, STRATEGIES, format_plan, max_context, plan
 from .sft import TEMPLATES, load_items, prompt_ids
 from .smoke import ENV_VAR, pick, smoke_mode
 from .train import add_arguments, run_from_args
@@ -253,14 +262,21 @@ def _merge(args) -> int:
 
 def _plan(args) -> int:
     check_output_file(args.json, overwrite=args.overwrite, flag="--json")
-    result = plan(
-        args.model, args.context_length, method=args.method, attention=args.attention, strategy=args.strategy,
-        gpus=args.gpus, gpu_memory_gib=args.gpu_memory, micro_batch=args.batch_size, grad_accum=args.grad_accum,
-        gradient_checkpointing=args.gradient_checkpointing, kernel=args.kernel, group_size_ratio=args.group_size_ratio,
-    )
+    settings = {"method": args.method, "attention": args.attention, "strategy": args.strategy, "gpus": args.gpus,
+                "gpu_memory_gib": args.gpu_memory, "micro_batch": args.batch_size, "grad_accum": args.grad_accum,
+                "gradient_checkpointing": args.gradient_checkpointing, "kernel": args.kernel,
+                "group_size_ratio": args.group_size_ratio, "loss_chunk_tokens": args.loss_chunk_tokens}
+    longest = max_context(args.model, **settings) if args.max_context else None
+    if longest == 0:
+        raise UserError(f"plan --max-context: not even 1,024 tokens of {args.model} fit {args.gpus} x "
+                        f"{args.gpu_memory:g} GiB with {args.strategy}",
+                        "try more GPUs, a sharding strategy (zero3, zero3_offload) or --gradient-checkpointing")
+    result = plan(args.model, longest or args.context_length, **settings)
+    if longest:
+        print(f"longest context that fits (a multiple of 1,024 tokens): {longest:,} tokens\n")
     print(format_plan(result))
     if args.json:
-        write_json(asdict(result), args.json)
+        write_json(asdict(result) | ({"max_context": longest} if longest else {}), args.json)
         print(f"wrote {args.json}")
     return 0
 
@@ -417,6 +433,26 @@ def _add_file_outputs(sub, json_help: str, plot: bool = True) -> None:
     sub.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
+def _bench_memory(args) -> int:
+    done = []
+    if args.json and args.resume and Path(args.json).exists():
+        done = json.loads(Path(args.json).read_text())
+    else:
+        check_output_file(args.json, overwrite=args.overwrite, flag="--json")
+    smoke = smoke_mode()
+    print("the loss alone (plan's logits term: LOGIT_BYTES per chunk token and vocabulary entry):")
+    for row in loss_chunk_bytes(n=2048 if smoke else 8192, chunks=(512, 0) if smoke else (4096, 2048, 0)):
+        print(f"  {row['tokens']} tokens, chunks of {row['chunk_tokens'] or 'all'}: peak {row['peak_mib']} MiB, "
+              f"{row['bytes_per_entry']} bytes per entry")
+    save = (lambda rows: write_json(rows, args.json)) if args.json else None
+    rows = bench_memory(SMOKE_CASES if smoke else DEFAULT_CASES, widths=SMOKE_WIDTHS if smoke else None,
+                        done=done, after_each=save)
+    print(format_rows(rows) + "\n\nplan / measured (GiB), by length:\n\n" + format_by_length(rows))
+    if args.json:
+        print(f"wrote {shown_path(args.json)}")
+    return 0
+
+
 def _add_bench(commands) -> None:
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
     attn = bench.add_parser("attention", help="forward+backward time and memory: full attention vs S²-Attn backends")
@@ -438,6 +474,11 @@ def _add_bench(commands) -> None:
                       help="also profile one step per pattern at these lengths (e.g. 4096,8192,16384)")
     _add_file_outputs(step, "also write the figures to this JSON file", plot=False)
     step.set_defaults(run=_bench_step)
+    memory = bench.add_parser("memory", help="plan's memory model against real training steps at Llama-2 7B's "
+                              "widths (1 layer): one process and ZeRO-3 on two ranks, 2k-16k tokens")
+    memory.add_argument("--resume", action="store_true", help="keep the rows already in --json, run the others")
+    _add_file_outputs(memory, "write the rows (saved after each run) to this JSON file", plot=False)
+    memory.set_defaults(run=_bench_memory)
 
 
 def _add_data(commands) -> None:
@@ -539,6 +580,10 @@ def _add_plan(commands) -> None:
     plan_cmd.add_argument("--grad-accum", type=positive_int, default=8)
     plan_cmd.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     plan_cmd.add_argument("--kernel", choices=["flash", "sdpa"], default="flash")
+    plan_cmd.add_argument("--loss-chunk-tokens", type=non_negative_int, default=DEFAULT_LOSS_CHUNK_TOKENS,
+                          help="the trainer's loss chunk (0: the whole logits at once)")
+    plan_cmd.add_argument("--max-context", action="store_true",
+                          help="find the longest context that fits these settings (--context-length is not used)")
     _add_file_outputs(plan_cmd, "also write every figure to this JSON file", plot=False)
     plan_cmd.set_defaults(run=_plan)
 

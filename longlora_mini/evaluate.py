@@ -10,6 +10,7 @@ import torch
 
 from . import data
 from .extend import set_attention
+from .loss import next_token_nll
 from .passkey import generating_past_the_window, passkey_accuracy
 from .plotting import figure, length_axis, save
 from .progress import progress_bar
@@ -43,8 +44,7 @@ def per_position_loss(
         if first_token is not None:
             rows[:, 0] = first_token
         ids = torch.from_numpy(rows).to(device)  # (b, seq_len)
-        logits = model(input_ids=ids).logits[:, :-1].float()  # (b, seq_len - 1, vocab)
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (b, seq_len - 1)
+        nll = next_token_nll(model, ids)  # (b, seq_len - 1)
         total += nll.sum(0).double().cpu()
     model.train(was_training)
     return total / windows
@@ -74,8 +74,7 @@ def repeated_span_loss(model, tokens: np.ndarray, *, span: int = 100, gap: int =
     was_training = model.training
     model.eval()
     ids = torch.from_numpy(np.stack(batch)).to(next(model.parameters()).device)  # (rows, 2 * span + gap)
-    logits = model(input_ids=ids).logits[:, :-1].float()
-    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # nll[:, t-1] scores t
+    nll = next_token_nll(model, ids)  # (rows, 2 * span + gap - 1): nll[:, t-1] scores t
     model.train(was_training)
     second = span + gap
     return {"first": round(nll[:, 10 - 1 : span - 1].mean().item(), 4),
@@ -174,8 +173,7 @@ def _window_nll(model, tokens: np.ndarray, windows, batch_size: int, desc: str, 
             ids[row, : end - start] = torch.from_numpy(tokens[start:end].astype(np.int64))
             mask[row, : end - start] = 1
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=None if bool(mask.all()) else mask).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (b, w-1)
+        nll = next_token_nll(model, ids, None if bool(mask.all()) else mask)  # (b, w-1)
         for row, (start, end, scored_from) in enumerate(chunk):
             part = nll[row, scored_from - start - 1 : end - start - 1]  # nll[t - 1] scores token t
             out.append((part.sum().item(), part.numel(), part.mean().item()))

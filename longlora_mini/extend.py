@@ -110,6 +110,16 @@ def set_attention(
     )
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute every decoder layer in the backward pass (non-reentrant checkpoints), under the name the installed
+    transformers uses (activation_checkpointing_enable; gradient_checkpointing_enable before it)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def extra_trainable_modules(model, kinds=("embed", "norm")) -> list[str]:
     """Names of the input embedding ("embed") and/or of every normalisation layer ("norm"): the modules
     that LoRA+ trains beside the adapters."""

@@ -139,6 +139,11 @@ def s2attn_forward(
             f"the model's sliding window ({window}) is smaller than the S²-Attn group ({group_size}); "
             "lower config.s2_group_size_ratio so that groups fit in the window."
         )
+    device_type = query.device.type
+    if torch.is_autocast_enabled(device_type):  # mixed precision: rotary leaves q, k in the residual stream's
+        # float32 and v in the autocast dtype; like SDPA under autocast, attend in that one lower precision
+        dtype = torch.get_autocast_dtype(device_type)
+        query, key, value = (t.to(dtype) for t in (query, key, value))
     backend = pick_backend(query, getattr(config, "s2_backend", "auto"))
     _announce(backend)
     out = s2_attention(

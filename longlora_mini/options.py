@@ -10,6 +10,7 @@ ATTENTIONS = ("full", "s2", "short")
 METHODS = ("full", "lora", "lora+norm", "lora+embed", "lora+")
 EXTRA_TRAINABLE = {"lora": (), "lora+norm": ("norm",), "lora+embed": ("embed",), "lora+": ("embed", "norm")}
 DEFAULT_GROUP_SIZE_RATIO = 0.25  # the paper's G = N / 4
+DEFAULT_LOSS_CHUNK_TOKENS = 4096  # tokens whose logits exist at once in the chunked loss (0: all of a micro-batch)
 
 
 def group_size_for(seq_len: int, ratio: float = DEFAULT_GROUP_SIZE_RATIO) -> int:

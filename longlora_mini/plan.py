@@ -9,14 +9,21 @@ Counting conventions (stated so that every figure can be checked by hand):
   charged for: n for full attention, G for S²-Attn (the paper's count, which charges a causal query
   for the whole window, as the paper's shares do); the LM head adds 2 V d. A training step is 3x the
   forward (forward + backward); gradient checkpointing recomputes the forward once more (4x).
-- Memory per GPU: weights (bf16 under DeepSpeed/FSDP; frozen bf16 + fp32 trainable otherwise),
-  gradients and AdamW states of the trainable weights (fp32, sharded by ZeRO-2/3 and FSDP, on the CPU
-  with offload), activations kept for the backward pass in bf16 (per token and layer 6d + 2 d_kv + 4f
-  values; with checkpointing only each layer's input, d values, plus one layer being recomputed), the
-  logits (bf16, their fp32 copy and its gradient: 10 bytes per token per vocabulary entry), and the
-  attention workspace: flash-attn keeps O(n) (the log-sum-exp), SDPA's math kernel keeps the
-  attention weights (h x n x n_att in bf16) of each layer it stores. 2 GiB per GPU is held back for
-  the CUDA context and the allocator.
+- Memory per GPU, the peak of a training step (checked against real steps at Llama-2 7B's widths by
+  `longlora-mini bench memory`, data/results/plan_vs_measured.json): weights (bf16 under DeepSpeed/FSDP;
+  frozen bf16 + fp32 trained ones otherwise), gradients and AdamW states of the trained weights (fp32,
+  sharded by ZeRO-2/3 and FSDP, on the CPU with offload); activations kept through the backward pass
+  (`layer_activation_bytes`: per token and layer the norms' inputs and outputs, 4d values in the residual
+  stream's dtype, fp32 under autocast when the embedding trains; q, k, v and the attention output; 3f for the
+  MLP; under autocast 4d more for the bf16 copies of the projections' inputs; with checkpointing only each
+  layer's input, d values), and two transients that never coexist, of which the larger counts: the loss's
+  chunk (the trainer's chunked loss: LOGIT_BYTES per token of a --loss-chunk-tokens chunk and vocabulary
+  entry, with the gradient into the last hidden state) and, with checkpointing, the layer being recomputed;
+  after the backward pass AdamW's temporaries (`optimizer_step`) beside the gradients; peft's frozen
+  originals of the modules LoRA+ trains (`kept_originals`) count with the weights;
+  the attention workspace: flash-attn keeps O(n) (the log-sum-exp), SDPA's math kernel the attention
+  weights (h x n x n_att in bf16) of each layer it stores. 2 GiB per GPU is held back for the CUDA context
+  and the allocator's cache, which exist only on a GPU and are not measured here.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError, check_setting, positive_float, positive_int, share
-from .options import ATTENTIONS, EXTRA_TRAINABLE, METHODS, group_size_for
+from .errors import UserError, check_setting, non_negative_int, positive_float, positive_int, share
+from .options import ATTENTIONS, DEFAULT_LOSS_CHUNK_TOKENS, EXTRA_TRAINABLE, METHODS, group_size_for
 
 GIB = 2**30
 RESERVED_GIB = 2.0
+LOGIT_BYTES = 12  # per token and vocabulary entry of the chunk being scored
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3", "zero3_offload")
 CONFIG_FILES = {
     "ddp": "configs/accelerate/ddp_8gpu.yaml",
@@ -167,7 +175,21 @@ class Plan:
     launch: str
 
 
-MEMORY_TERMS = ("weights", "gradients", "optimizer_states", "activations", "logits", "reserved")
+MEMORY_TERMS = ("weights", "gradients", "optimizer_states", "activations", "logits", "recomputed_layer",
+                "optimizer_step", "reserved")
+HELD_TERMS = ("weights", "optimizer_states", "reserved")  # through the whole step
+
+
+def peak_gib(memory: dict[str, float]) -> float:
+    """The peak of a step from its (rounded, as printed) terms. Held through the step: weights, optimizer states,
+    the reserve. Beside them either the backward pass (the kept activations, plus the larger of the loss's chunk and
+    the recomputed layer, since the backward pass takes the chunks first, then recomputes the layers one by one; and
+    the gradients but the input embedding's, which comes last, once the activations are gone) or, after it, the
+    gradients and the optimizer's step."""
+    backward = (memory["activations"] + max(memory["logits"], memory["recomputed_layer"])
+                + memory["gradients"] - memory["embedding_gradient"])
+    after = memory["gradients"] + memory["optimizer_step"]
+    return round(sum(memory[k] for k in HELD_TERMS) + max(backward, after), 2)
 SHARDED = ("fsdp", "zero2", "zero3", "zero3_offload")  # the strategies that shard gradients and optimizer states
 
 
@@ -186,32 +208,40 @@ def plan(
     gradient_checkpointing: bool = True,
     kernel: str = "flash",
     lora_rank: int = 8,
+    loss_chunk_tokens: int = DEFAULT_LOSS_CHUNK_TOKENS,
+    device: str = "cuda",
 ) -> Plan:
     check_choices(strategy, kernel, attention, method)
     for flag, value, rule in (("--context-length", context_length, positive_int), ("--gpus", gpus, positive_int),
                               ("--gpu-memory", gpu_memory_gib, positive_float), ("--batch-size", micro_batch, positive_int),
                               ("--grad-accum", grad_accum, positive_int), ("--lora-rank", lora_rank, positive_int),
-                              ("--group-size-ratio", group_size_ratio, share)):
+                              ("--group-size-ratio", group_size_ratio, share),
+                              ("--loss-chunk-tokens", loss_chunk_tokens, non_negative_int)):
         check_setting("plan", flag, value, rule, f"pass {flag} as {rule.expected}")
     arch = architecture(model)
     parameters, trainable = arch.parameters(), trainable_parameters(arch, method, lora_rank)
     n, b = context_length, micro_batch
     n_att = attended_keys(n, attention, group_size_ratio)
     workspace = attention_workspace_bytes(arch, b, n, n_att, kernel)
-    one_layer = layer_activation_bytes(arch, b, n) + workspace
+    residual = residual_bytes(method, strategy)
+    one_layer = layer_activation_bytes(arch, b, n, residual, autocast=strategy == "ddp") + workspace
     memory = memory_gib({
-        "weights": weight_bytes(arch, parameters, trainable, strategy, gpus),
+        "weights": weight_bytes(arch, parameters, trainable, strategy, gpus, kept_originals(arch, method)),
         "gradients": gradient_bytes(trainable, strategy, gpus),
         "optimizer_states": optimizer_state_bytes(trainable, strategy, gpus),
-        "activations": activation_bytes(arch, b, n, one_layer, gradient_checkpointing),
-        "logits": logit_bytes(arch, b, n),
+        "activations": activation_bytes(arch, b, n, one_layer, residual, gradient_checkpointing),
+        "logits": logit_bytes(arch, b, n, loss_chunk_tokens, residual),
+        "recomputed_layer": one_layer if gradient_checkpointing else 0,
+        "optimizer_step": optimizer_step_bytes(arch, method, lora_rank, trainable, strategy, gpus, device),
+        "embedding_gradient": (0.0 if method != "full" and "embed" not in EXTRA_TRAINABLE[method]
+                               else gradient_bytes(arch.vocab * arch.hidden, strategy, gpus)),
         "reserved": RESERVED_GIB * GIB,
     })
-    memory["activations_without_checkpointing"] = round(activation_bytes(arch, b, n, one_layer, False) / GIB, 2)
-    memory["activations_with_checkpointing"] = round(activation_bytes(arch, b, n, one_layer, True) / GIB, 2)
+    for checkpointing in (False, True):
+        memory[f"activations_{'with' if checkpointing else 'without'}_checkpointing"] = round(
+            activation_bytes(arch, b, n, one_layer, residual, checkpointing) / GIB, 2)
     memory["attention_workspace_per_layer"] = round(workspace / GIB, 3)
-    total = sum(memory[k] for k in MEMORY_TERMS)  # of the rounded terms, as printed
-    memory["total"] = round(total, 2)
+    memory["total"] = peak_gib(memory)
 
     flops_per_step, attention_share = training_flops(arch, n_att, b * n * grad_accum * gpus, gradient_checkpointing)
     config_file = config_file_for(strategy, gpus)
@@ -220,12 +250,33 @@ def plan(
         gpu_memory_gib=gpu_memory_gib, micro_batch=b, grad_accum=grad_accum,
         gradient_checkpointing=gradient_checkpointing, kernel=kernel,
         position_interpolation_factor=interpolation_factor(arch, n),
-        parameters=parameters, trainable_parameters=trainable, memory_gib=memory, fits=total <= gpu_memory_gib,
-        headroom_gib=round(gpu_memory_gib - total, 2), flops_per_step=flops_per_step,
+        parameters=parameters, trainable_parameters=trainable, memory_gib=memory, fits=memory["total"] <= gpu_memory_gib,
+        headroom_gib=round(gpu_memory_gib - memory["total"], 2), flops_per_step=flops_per_step,
         attention_share=attention_share, config_file=config_file,
         launch=launch_command(model, n, method, attention, micro_batch, grad_accum, gradient_checkpointing, gpus,
                               config_file),
     )
+
+
+def max_context(model: str = "llama2-7b", *, step: int = 1024, **settings) -> int:
+    """The longest context (a multiple of `step` tokens) whose plan fits, for the other settings of `plan`; 0 when
+    not even `step` tokens fit. Memory grows with the context, so a bisection finds it."""
+    settings.pop("context_length", None)
+
+    def fits(n: int) -> bool:
+        return plan(model, n, **settings).fits
+
+    if not fits(step):
+        return 0
+    low, high = 1, 2
+    while fits(high * step):  # (low, high) brackets the answer, in steps
+        low, high = high, 2 * high
+        if high * step > 2**26:  # 67M tokens: beyond any model's positions, stop looking
+            return low * step
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle * step) else (low, middle)
+    return low * step
 
 
 def check_choices(strategy: str, kernel: str, attention: str, method: str) -> None:
@@ -242,15 +293,30 @@ def memory_gib(term_bytes: dict[str, float]) -> dict[str, float]:
     return {k: round(v / GIB, 2) for k, v in term_bytes.items()}
 
 
-def weight_bytes(arch: Architecture, parameters: int, trainable: int, strategy: str, gpus: int) -> float:
-    """The weights held on one GPU: bf16 under DeepSpeed/FSDP, frozen bf16 + fp32 trainable under DDP."""
-    if strategy in ("zero3", "fsdp"):  # this GPU's shard + two gathered layers
-        return 2 * parameters / gpus + 2 * 2 * (parameters - 2 * arch.vocab * arch.hidden) / arch.layers
+def kept_originals(arch: Architecture, method: str) -> int:
+    """Parameters peft keeps beside the trained copies of LoRA+'s extra modules (`modules_to_save` holds the
+    original, frozen, and the trained copy): the input embedding and the norms."""
+    if method == "full":
+        return 0
+    extra = EXTRA_TRAINABLE[method]
+    return (arch.vocab * arch.hidden if "embed" in extra else 0) + ((2 * arch.layers + 1) * arch.hidden
+                                                                    if "norm" in extra else 0)
+
+
+def weight_bytes(arch: Architecture, parameters: int, trainable: int, strategy: str, gpus: int,
+                 originals: int = 0) -> float:
+    """The weights held on one GPU: bf16 under DeepSpeed/FSDP, frozen bf16 + fp32 trainable under DDP; `originals`:
+    peft's kept originals (bf16, sharded like the rest). ZeRO-3 and FSDP gather a layer as it runs and prefetch the
+    next: two layers in flight (one in a one-layer model)."""
+    embeddings = arch.vocab * arch.hidden * (1 if arch.tied else 2)
+    in_flight = 2 * min(2, arch.layers) * (arch.parameters() - embeddings) / arch.layers
+    if strategy in ("zero3", "fsdp"):  # this GPU's shard + the layers in flight
+        return 2 * (parameters + originals) / gpus + in_flight
     if strategy == "zero3_offload":  # layers in flight + embeddings
-        return 2 * 2 * (parameters - 2 * arch.vocab * arch.hidden) / arch.layers + 2 * arch.vocab * arch.hidden
+        return in_flight + 2 * embeddings
     if strategy == "zero2":
-        return 2 * parameters
-    return 2 * (parameters - trainable) + 4 * trainable
+        return 2 * (parameters + originals)
+    return 2 * (parameters - trainable + originals) + 4 * trainable
 
 
 def shards(strategy: str, gpus: int) -> int:
@@ -273,29 +339,69 @@ def optimizer_state_bytes(trainable: int, strategy: str, gpus: int) -> float:
     return (8 * trainable + master) / shards(strategy, gpus)
 
 
+def optimizer_step_bytes(arch: Architecture, method: str, rank: int, trainable: int, strategy: str, gpus: int,
+                         device: str) -> float:
+    """AdamW's temporaries while it steps (after the backward pass, so beside the held terms only). torch's
+    multi-tensor AdamW, a GPU's default: one fp32 copy of the trained weights; its per-tensor loop, a CPU's
+    default: two of the largest trained tensor (measured), under ZeRO and FSDP the flat shard. None with the
+    optimizer on the CPU (offload)."""
+    if strategy == "zero3_offload":
+        return 0.0
+    if device == "cuda":
+        return 4 * trainable / shards(strategy, gpus)
+    if strategy in SHARDED:
+        largest = trainable / gpus
+    elif method == "full" or "embed" in EXTRA_TRAINABLE[method]:
+        largest = arch.vocab * arch.hidden  # the embedding (or, full, the head as large)
+    else:
+        largest = max(arch.hidden, arch.q_dim) * rank  # a LoRA matrix
+    return 2 * 4 * largest
+
+
 def attention_workspace_bytes(arch: Architecture, b: int, n: int, n_att: int, kernel: str) -> int:
     """Bytes per layer: SDPA's math kernel keeps the attention weights (bf16), flash-attn the log-sum-exp (fp32)."""
     return 2 * arch.heads * n_att * b * n if kernel == "sdpa" else 4 * arch.heads * b * n
 
 
-def layer_activation_bytes(arch: Architecture, b: int, n: int) -> int:
-    """The bf16 values one layer keeps for the backward pass, 6d + 2 d_kv + 4f per token, without the attention
-    workspace."""
-    per_layer_values = 6 * arch.hidden + 2 * arch.kv_dim + 4 * arch.ffn
-    return 2 * b * n * per_layer_values
+def residual_bytes(method: str, strategy: str) -> int:
+    """Bytes per value of the residual stream: DeepSpeed and FSDP run the whole model in bf16; under accelerate's
+    autocast a trained input embedding keeps its fp32 master weights, so its output, and every residual add after
+    it, stays fp32."""
+    return 4 if strategy == "ddp" and "embed" in EXTRA_TRAINABLE.get(method, ("embed",)) else 2
 
 
-def activation_bytes(arch: Architecture, b: int, n: int, one_layer: int, gradient_checkpointing: bool) -> int:
-    """Activations per micro-batch: every layer's, or with checkpointing each layer's input (d values in bf16) plus
-    the one layer being recomputed."""
-    if gradient_checkpointing:
-        return 2 * arch.layers * b * n * arch.hidden + one_layer
-    return arch.layers * one_layer
+def layer_activation_bytes(arch: Architecture, b: int, n: int, residual: int, autocast: bool) -> int:
+    """Bytes one decoder layer keeps for the backward pass, without the attention workspace: its two norms' inputs
+    and outputs (4 d values in the residual stream's dtype), q, k, v and the attention output (bf16), the MLP's gate,
+    up and their product (3 f, bf16), and under autocast the bf16 copies of the projections' inputs (4 d)."""
+    values_bytes = 4 * residual * arch.hidden + 2 * (2 * arch.q_dim + 2 * arch.kv_dim) + 2 * 3 * arch.ffn
+    if autocast:  # autocast's casts of fp32 inputs, peft's casts for the LoRA path (measured: 3-4 d values)
+        values_bytes += 2 * 4 * arch.hidden
+    return b * n * values_bytes
 
 
-def logit_bytes(arch: Architecture, b: int, n: int) -> int:
-    """The logits in bf16, their fp32 copy and its gradient: 10 bytes per token per vocabulary entry."""
-    return 10 * b * n * arch.vocab
+def model_edge_bytes(arch: Architecture, b: int, n: int, residual: int, gradient_checkpointing: bool) -> int:
+    """What the model keeps outside its layers: the final norm's input and output, and (without checkpointing,
+    which recomputes them) rotary's cos and sin, fp32, one pair shared by every layer."""
+    rotary = 0 if gradient_checkpointing else 2 * 4 * (arch.head_dim or arch.hidden // arch.heads)
+    return b * n * (2 * residual * arch.hidden + rotary)
+
+
+def activation_bytes(arch: Architecture, b: int, n: int, one_layer: int, residual: int,
+                     gradient_checkpointing: bool) -> int:
+    """Activations kept through the whole backward pass: every layer's, or with checkpointing each layer's input
+    (d values in the residual stream's dtype); and the model's edges. With checkpointing one layer's activations
+    also exist while it is recomputed: plan's `recomputed_layer` term."""
+    kept = arch.layers * (b * n * residual * arch.hidden if gradient_checkpointing else one_layer)
+    return kept + model_edge_bytes(arch, b, n, residual, gradient_checkpointing)
+
+
+def logit_bytes(arch: Architecture, b: int, n: int, chunk_tokens: int, residual: int) -> int:
+    """The loss's transient: the logits of the chunk being scored (the trainer's chunked loss: chunk_tokens tokens,
+    0 for the whole micro-batch), LOGIT_BYTES per token and vocabulary entry (bf16, the fp32 copy, the log-softmax,
+    their gradients; measured: 12.0-12.1), and the gradient into the last hidden state, which the chunks fill."""
+    tokens = b * n if chunk_tokens == 0 else min(b * n, chunk_tokens)
+    return LOGIT_BYTES * tokens * arch.vocab + residual * b * n * arch.hidden
 
 
 def training_flops(arch: Architecture, n_att: int, tokens: int, gradient_checkpointing: bool) -> tuple[float, float]:
@@ -336,7 +442,9 @@ def format_plan(p: Plan) -> str:
         (f"  activations {m['activations_without_checkpointing']:.1f} GiB without checkpointing, "
          f"{m['activations_with_checkpointing']:.1f} GiB with; "
          f"attention workspace {m['attention_workspace_per_layer']:.3f} GiB per layer"),
-        f"  total {m['total']:.1f} GiB: " + ("fits" if p.fits else "does NOT fit")
+        f"  peak {m['total']:.1f} GiB (weights, optimizer states, reserve, and the larger of the backward pass and "
+        "the optimizer step): "
+        + ("fits" if p.fits else "does NOT fit")
         + f" ({p.headroom_gib:+.1f} GiB headroom)",
         f"  {_flops(p.flops_per_step)} per optimizer step; attention is {100 * p.attention_share:.1f}% of the FLOPs",
         f"  launch: {p.launch}",

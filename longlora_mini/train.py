@@ -72,18 +72,21 @@ from .errors import (
 from .extend import (
     apply_method,
     describe_trainable,
+    enable_activation_checkpointing,
     load_extended,
     set_attention,
     trainable_counts,
 )
 from .files import MODEL_DIR, RUN_RECORD, shown_path, write_json, write_then_swap
 from .lab.pretrain import MixedRows, PretrainConfig
+from .loss import DEFAULT_CHUNK_TOKENS, summed_next_token_loss
+from .memory import MemoryMeter
 from .merge import base_fingerprint
 from .models import FourBitUnavailable, four_bit_loading, smollm2_folder
 from .options import ATTENTIONS, METHODS, ROPE_SCALINGS, group_size_for
 from .outputs import OutputLock, check_is_folder, check_not_an_input, entries, foreign_entries
 from .progress import progress_bar
-from .sft import IGNORE_INDEX, TEMPLATES, collate, labelled_tokens, load_items, prepare
+from .sft import TEMPLATES, collate, labelled_tokens, load_items, prepare
 from .smoke import smoke_mode
 
 logger = logging.getLogger(__name__)
@@ -94,8 +97,8 @@ NUMBER_RULES = {
     "context_length": positive_int, "group_size_ratio": share, "lora_rank": positive_int, "lora_alpha": positive_int,
     "lr": positive_float, "warmup_steps": non_negative_int, "weight_decay": non_negative_float,
     "max_grad_norm": clip_norm, "max_steps": positive_int, "batch_size": positive_int, "grad_accum": positive_int,
-    "save_every": non_negative_int, "keep_checkpoints": positive_int, "eval_windows": positive_int,
-    "seed": non_negative_int, "rendezvous_timeout": positive_int,
+    "save_every": non_negative_int, "loss_chunk_tokens": non_negative_int, "keep_checkpoints": positive_int,
+    "eval_windows": positive_int, "seed": non_negative_int, "rendezvous_timeout": positive_int,
 }
 CHOICES = {"rope_scaling": ROPE_SCALINGS, "attention": ATTENTIONS, "method": METHODS, "lr_scheduler": LR_SCHEDULERS,
            "template": TEMPLATES, "attention_backend": ("auto", *BACKENDS), "mixed_precision": ("auto", "no", "bf16", "fp16"),
@@ -127,6 +130,7 @@ class TrainConfig:
     batch_size: int = 1
     grad_accum: int = 8
     gradient_checkpointing: bool = False
+    loss_chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # tokens whose logits exist at once (0: the whole micro-batch)
     load_in_4bit: bool = False  # QLoRA: the frozen base in 4-bit NF4 (bitsandbytes, GPU only), LoRA / LoRA+ on top
     mixed_precision: str = "auto"  # auto: bf16 on a GPU, none on a CPU
     save_every: int = 50
@@ -283,18 +287,8 @@ def validation_rows(config: TrainConfig, tokenizer) -> np.ndarray | None:
     return rows[np.linspace(0, len(rows) - 1, min(config.eval_windows, len(rows))).astype(np.int64)]
 
 
-def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(sum of next-token losses over labelled tokens, number of those tokens) for one micro-batch."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits  # (b, n, V)
-    labels = batch["labels"][:, 1:]  # (b, n-1): token t+1 is predicted at position t
-    loss = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return loss, int((labels != IGNORE_INDEX).sum())
-
-
 @torch.no_grad()
-def validation_loss(model, rows: np.ndarray, device, batch_size: int) -> float:
+def validation_loss(accelerator, model, rows: np.ndarray, config: TrainConfig) -> float:
     """Mean next-token loss over the given rows with full attention (eval mode).
 
     Every process scores every row: ZeRO-3 needs all ranks in each forward pass, and the rows are few.
@@ -302,9 +296,11 @@ def validation_loss(model, rows: np.ndarray, device, batch_size: int) -> float:
     was_training = model.training
     model.eval()
     loss_sum, count = 0.0, 0
-    for first in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in collate([(r, r) for r in rows[first : first + batch_size]], 0).items()}
-        loss, tokens = summed_loss(model, batch)
+    for first in range(0, len(rows), config.batch_size):
+        rows_here = rows[first : first + config.batch_size]
+        batch = {k: v.to(accelerator.device) for k, v in collate([(r, r) for r in rows_here], 0).items()}
+        with accelerator.autocast():  # the head and loss run outside model.forward: in the model's precision
+            loss, tokens = summed_next_token_loss(model, batch, config.loss_chunk_tokens)
         loss_sum, count = loss_sum + loss.item(), count + tokens
     model.train(was_training)
     return loss_sum / count
@@ -503,8 +499,12 @@ def build_accelerator(config: TrainConfig, output_dir: Path):
     return accelerator
 
 
-def prepare_model(config: TrainConfig):
-    """Load, extend the positions, pick the attention, wrap for the method; returns (model, tokenizer)."""
+def prepare_model(config: TrainConfig, deepspeed_dtype: torch.dtype | None = None):
+    """Load, extend the positions, pick the attention, wrap for the method; returns (model, tokenizer).
+    The trained weights are kept in fp32 (their master copy, under accelerate's autocast), except under DeepSpeed
+    (deepspeed_dtype: its compute dtype), which keeps the fp32 copy in its optimizer and wants every weight in one
+    dtype: ZeRO-3 leaves fp32 trained weights beside bf16 frozen ones (the first projection then fails on the mixed
+    dtypes) and refuses a mixture of the two among the trained ones."""
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     loading = four_bit_loading(int(os.environ.get("LOCAL_RANK", "0"))) if config.load_in_4bit else {}
     model = load_extended(config.model, config.context_length, config.rope_scaling, **loading)
@@ -517,12 +517,21 @@ def prepare_model(config: TrainConfig):
                   group_size=group_size)
     model.config.use_cache = False
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     model = apply_method(model, config.method, rank=config.lora_rank, alpha=config.lora_alpha)
-    for param in model.parameters():  # train in fp32 master weights whatever the checkpoint's dtype
+    if deepspeed_dtype is not None and not config.load_in_4bit:  # a 4-bit model keeps its own dtypes
+        return model.to(deepspeed_dtype), tokenizer
+    for param in model.parameters():  # fp32 master weights whatever the checkpoint's dtype
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
     return model, tokenizer
+
+
+def deepspeed_compute_dtype(accelerator) -> torch.dtype | None:
+    """The dtype DeepSpeed computes in (None without DeepSpeed)."""
+    if accelerator.state.deepspeed_plugin is None:
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.state.mixed_precision, torch.float32)
 
 
 def write_run_record(model_dir: Path, config: TrainConfig, counts: dict, base: dict | None = None) -> None:
@@ -567,7 +576,9 @@ def run_training(accelerator, config: TrainConfig, checkpoints: list[Path], show
                  set_aside: Path | None) -> dict:
     """The run itself, once its folder is claimed: model, data, optimizer, (resumed) steps, the final model."""
     torch.manual_seed(config.seed)
-    model, tokenizer = prepare_model(config)
+    memory = MemoryMeter(accelerator.device, return_freed=False)
+    memory.reset()  # from here: each step's line gives the run's peak so far (weights, optimizer states, the step)
+    model, tokenizer = prepare_model(config, deepspeed_compute_dtype(accelerator))
     counts = trainable_counts(model)
     accelerator.print(describe_trainable(counts))
     rows_for_step, val_rows = load_rows(config, tokenizer, accelerator)
@@ -582,12 +593,12 @@ def run_training(accelerator, config: TrainConfig, checkpoints: list[Path], show
         accelerator.init_trackers("longlora-mini", config={k: v for k, v in asdict(config).items()})
 
     if val_rows is not None and "val_loss_before" not in report:
-        report["val_loss_before"] = validation_loss(model, val_rows, accelerator.device, config.batch_size)
+        report["val_loss_before"] = validation_loss(accelerator, model, val_rows, config)
         accelerator.print(
             f"validation loss at {config.context_length} before training: {report['val_loss_before']:.4f}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_steps(accelerator, model, optimizer, scheduler, config, rows_for_step, pad_id, start_step, report,
-                show=show_progress and accelerator.is_local_main_process)
+                memory, show=show_progress and accelerator.is_local_main_process)
     report = finish_run(accelerator, model, tokenizer, config, counts, val_rows, report)
     if set_aside is not None and accelerator.is_main_process:
         shutil.rmtree(set_aside)  # the earlier run that --overwrite replaced: this one is whole now
@@ -803,7 +814,7 @@ def load_newest_readable(accelerator, config: TrainConfig, checkpoints: list[Pat
 
 
 def train_steps(accelerator, model, optimizer, scheduler, config: TrainConfig, rows_for_step, pad_id: int,
-                start_step: int, report: dict, show: bool) -> None:
+                start_step: int, report: dict, memory: MemoryMeter, show: bool) -> None:
     """The optimizer steps from start_step to max_steps, each logged to metrics.jsonl, with checkpoints on the way."""
     model.train()
     bar = progress_bar(range(start_step, config.max_steps), desc=f"training at {config.context_length}",
@@ -814,7 +825,8 @@ def train_steps(accelerator, model, optimizer, scheduler, config: TrainConfig, r
             examples = rows_for_step(step)  # per_step (input_ids, labels) pairs, the same on every process
             loss_value, lr = training_step(accelerator, model, optimizer, scheduler, config, examples, pad_id, step + 1)
             elapsed = time.perf_counter() - started
-            log_step(accelerator, config, step + 1, loss_value, lr, sum(len(ids) for ids, _ in examples) / elapsed)
+            log_step(accelerator, config, step + 1, loss_value, lr, sum(len(ids) for ids, _ in examples) / elapsed,
+                     peak_memory_gib(accelerator, memory))
             bar.set_postfix(loss=f"{loss_value:.3f}")
             save_if_due(accelerator, model, config, step + 1, report)
 
@@ -828,7 +840,8 @@ def training_step(accelerator, model, optimizer, scheduler, config: TrainConfig,
     for micro_step in range(config.grad_accum):
         batch = micro_batch(accelerator, examples, micro_step, config.batch_size, pad_id)
         with accelerator.accumulate(model):
-            loss, _ = summed_loss(model, batch)
+            with accelerator.autocast():  # the head and loss run outside model.forward: the same precision
+                loss, _ = summed_next_token_loss(model, batch, config.loss_chunk_tokens)
             # accelerate divides by grad_accum and DDP averages over processes: undo both, so that the
             # gradient is that of the step's token-weighted mean loss
             accelerator.backward(loss * (config.grad_accum * accelerator.num_processes / step_tokens))
@@ -860,10 +873,21 @@ def optimizer_step(accelerator, model, optimizer, config: TrainConfig, step_numb
     optimizer.zero_grad(set_to_none=True)
 
 
+def peak_memory_gib(accelerator, memory: MemoryMeter) -> float | None:
+    """The largest of the processes' peak memory since the run began (None where it cannot be measured)."""
+    peak = memory.peak_bytes()
+    mine = torch.tensor([-1.0 if peak is None else peak / 2**30], device=accelerator.device)
+    largest = float(accelerator.gather(mine).max()) if accelerator.num_processes > 1 else float(mine)
+    return None if largest < 0 else round(largest, 3)
+
+
 def log_step(accelerator, config: TrainConfig, step_number: int, loss_value: float, lr: float,
-             tokens_per_s: float) -> None:
-    """One line of metrics.jsonl (main process) and the tracker's scalars."""
+             tokens_per_s: float, peak_gib: float | None) -> None:
+    """One line of metrics.jsonl (main process) and the tracker's scalars; peak_memory_gib is the run's peak so far
+    on the fullest process (on a CPU its resident memory above what it held before loading the model)."""
     record = {"step": step_number, "loss": round(loss_value, 6), "lr": lr, "tokens_per_s": round(tokens_per_s, 1)}
+    if peak_gib is not None:
+        record["peak_memory_gib"] = peak_gib
     if accelerator.is_main_process:
         with (Path(config.output_dir) / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -886,7 +910,7 @@ def finish_run(accelerator, model, tokenizer, config: TrainConfig, counts: dict,
     """The validation loss after training, the final model and eval.json; returns the report."""
     output_dir = Path(config.output_dir)
     if val_rows is not None:
-        report["val_loss_after"] = validation_loss(model, val_rows, accelerator.device, config.batch_size)
+        report["val_loss_after"] = validation_loss(accelerator, model, val_rows, config)
         accelerator.print(f"validation loss at {config.context_length} after {config.max_steps} steps: "
                           f"{report['val_loss_after']:.4f}")
     report |= {"context_length": config.context_length, "steps": config.max_steps,

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from longlora_mini.attention import flash_available, s2_attention
 from longlora_mini.bench import profile_step, timed_step
-from longlora_mini.extend import apply_method, set_attention
+from longlora_mini.extend import apply_method, enable_activation_checkpointing, set_attention
 
 
 def sync(device: str) -> None:
@@ -107,7 +107,7 @@ def time_training(device: str, lengths: list[int], steps: int, tiny: bool) -> li
         for attention in ("full", "s2"):
             model = build_model(device, tiny)
             set_attention(model, attention)
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
             model = apply_method(model, "lora+")
             model.train()
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)

@@ -46,6 +46,10 @@ def test_train_then_merge_in_smoke_mode(tmp_path):
     assert merged.returncode == 0, merged.stderr[-3000:]
     config = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert config["max_position_embeddings"] == 512 and config["rope_parameters"]["factor"] == 2.0
+    assert "Setting accelerator to CPU" not in merged.stderr  # DeepSpeed (imported by save_pretrained) is told
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < m["peak_memory_gib"] < 8 for m in metrics)  # each step logs the run's peak so far
+    assert [m["peak_memory_gib"] for m in metrics] == sorted(m["peak_memory_gib"] for m in metrics)
 
 
 def test_merge_refuses_a_folder_that_is_not_a_run(tmp_path):

@@ -74,6 +74,26 @@ def test_one_group_without_shift_in_train_mode_equals_full_attention(family):
     )
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_mixed_precision_training_attends_in_the_autocast_dtype_like_sdpa(family):
+    """The trainer's bf16 mode: frozen weights in bf16, the trained embedding and norms in fp32, under autocast.
+    Rotary then leaves q and k in fp32 while v is bf16; S²-Attn attends in bf16 as SDPA does under autocast."""
+    s2, sdpa = twin_models(family, s2_group_size_ratio=1.0, s2_shift=False)
+    for model in (s2, sdpa):
+        model.to(torch.bfloat16).train()
+        model.get_input_embeddings().float()
+        for name, module in model.named_modules():
+            if "norm" in name.lower():
+                module.float()
+    ids, mask = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = s2(ids, attention_mask=mask).logits[1]
+        want = sdpa(ids, attention_mask=mask).logits[1]
+    torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=2e-2)
+    got.float().sum().backward()
+    assert s2.get_input_embeddings().weight.grad is not None
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_padding_side_does_not_change_training_outputs(family):
     s2, _ = twin_models(family)

@@ -1,14 +1,28 @@
 """`plan`: the published FLOP shares, the paper's runs fit one 8xA100-80GB node, and the counts agree with the trainer."""
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from longlora_mini.extend import apply_method, expected_trainable, trainable_counts
 from longlora_mini.files import MODEL_DIR
-from longlora_mini.plan import PRESETS, architecture, flops_per_token, plan
+from longlora_mini.plan import (
+    CONFIG_FILES,
+    HUB_IDS,
+    PRESETS,
+    architecture,
+    flops_per_token,
+    format_plan,
+    max_context,
+    plan,
+)
+from longlora_mini.train import read_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
@@ -70,3 +84,36 @@ def test_plan_command_writes_json(tmp_path):
     with pytest.raises(ValueError, match="preset"):
         plan("llama3-8b", 8192)
     assert set(PRESETS) == {"llama2-7b", "llama2-13b", "llama2-70b"}
+
+
+@pytest.mark.parametrize("model, strategy", [("llama2-7b", "zero3"), ("llama2-13b", "zero2"), ("llama2-70b", "zero3")])
+def test_max_context_is_the_longest_that_fits(model, strategy):
+    longest = max_context(model, strategy=strategy)
+    assert longest % 1024 == 0 and longest > 32768
+    assert plan(model, longest, strategy=strategy).fits
+    assert not plan(model, longest + 1024, strategy=strategy).fits
+
+
+def test_the_chunked_loss_lowers_the_peak_to_the_recomputed_layer():
+    chunked = plan("llama2-70b", 32768, strategy="zero3")
+    whole = plan("llama2-70b", 32768, strategy="zero3", loss_chunk_tokens=0)
+    m, w = chunked.memory_gib, whole.memory_gib
+    assert chunked.fits and m["logits"] < 2.5
+    # the whole logits: 12 bytes per token and vocabulary entry (bf16, fp32 copy, log-softmax, gradients), and the
+    # gradient into the last hidden state (bf16 under DeepSpeed)
+    assert w["logits"] == pytest.approx((12 * 32768 * 32000 + 2 * 32768 * 8192) / 2**30, abs=0.01)
+    # chunked, the backward pass peaks at the recomputed layer instead of at the logits
+    assert w["total"] - m["total"] == pytest.approx(w["logits"] - m["recomputed_layer"], abs=0.02)
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs" / "recipes").glob("llama2-*.yaml")), ids=lambda p: p.stem)
+def test_every_papers_recipe_fits_with_the_config_its_header_launches(recipe):
+    """Each paper recipe names its launch line in its header; its settings, with that config's strategy, fit."""
+    launch = re.search(r"--config_file configs/accelerate/(\S+\.yaml)", recipe.read_text()).group(1)
+    strategy = {Path(f).name: s for s, f in CONFIG_FILES.items()}[launch]
+    r = read_recipe(recipe)
+    preset = {v: k for k, v in HUB_IDS.items()}[r["model"]]
+    p = plan(preset, r["context_length"], method=r["method"], attention=r["attention"],
+             group_size_ratio=r["group_size_ratio"], strategy=strategy, micro_batch=r["batch_size"],
+             grad_accum=r["grad_accum"], gradient_checkpointing=r["gradient_checkpointing"], lora_rank=r["lora_rank"])
+    assert p.fits, format_plan(p)

@@ -9,8 +9,9 @@ import torch
 from longlora_mini import data
 from longlora_mini.extend import apply_method, load_extended, set_attention
 from longlora_mini.files import MODEL_DIR
+from longlora_mini.loss import summed_next_token_loss
 from longlora_mini.sft import IGNORE_INDEX, collate, encode, labelled_tokens, load_items, prepare, prompt_text
-from longlora_mini.train import TrainConfig, summed_loss, train
+from longlora_mini.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_a_padded_s2_batch_trains_exactly_like_each_sequence_alone(attention):
 
     def grads_and_loss(batch_examples):
         model.zero_grad(set_to_none=True)
-        loss, tokens = summed_loss(model, collate(batch_examples, pad_id=0))
+        loss, tokens = summed_next_token_loss(model, collate(batch_examples, pad_id=0))
         loss.backward()
         return [p.grad.clone() for p in params], loss.item(), tokens
 

@@ -264,7 +264,8 @@ MISTAKES = {
     ],
     "check_launch_choice": [
         ("zero2", "zero2", "more than 80"),
-        ("zero3 without offload", "zero3", "more than 80"),
+        ("zero3: fits, but fsdp is simpler", "zero3", "prefer the simplest"),
+        ("the paper's offload, more than needed", "zero3_offload", "prefer the simplest"),
         ("spelled as in the docs", "ZeRO-3_offload", "as plan spells it"),
         ("no such strategy", "zero4", "choose one of"),
         ("not a string", 3, "as a string"),
