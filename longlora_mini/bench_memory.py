@@ -26,8 +26,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from .files import MODEL_DIR
-from .loss import DEFAULT_CHUNK_TOKENS, summed_chunk_loss
+from .loss import summed_chunk_loss
 from .memory import PeakMemory
+from .options import DEFAULT_LOSS_CHUNK_TOKENS
 from .plan import MEMORY_TERMS, plan
 from .progress import progress_bar
 
@@ -43,7 +44,7 @@ class MemoryCase:
     context_length: int
     gradient_checkpointing: bool
     strategy: str = "ddp"
-    loss_chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    loss_chunk_tokens: int = DEFAULT_LOSS_CHUNK_TOKENS
 
     @property
     def processes(self) -> int:
@@ -53,7 +54,7 @@ class MemoryCase:
         return (f"{self.context_length} tokens, {'checkpointing' if self.gradient_checkpointing else 'no checkpointing'}"
                 f", {'one process' if self.processes == 1 else 'ZeRO-3 on 2 ranks'}"
                 + (", logits whole" if self.loss_chunk_tokens == 0 else "")
-                + (f", loss chunks of {self.loss_chunk_tokens}" if self.loss_chunk_tokens not in (0, DEFAULT_CHUNK_TOKENS)
+                + (f", loss chunks of {self.loss_chunk_tokens}" if self.loss_chunk_tokens not in (0, DEFAULT_LOSS_CHUNK_TOKENS)
                    else ""))
 
 

@@ -18,7 +18,8 @@ Counting conventions (stated so that every figure can be checked by hand):
   MLP; under autocast 4d more for the bf16 copies of the projections' inputs; with checkpointing only each
   layer's input, d values), and two transients that never coexist, of which the larger counts: the loss's
   chunk (the trainer's chunked loss: LOGIT_BYTES per token of a --loss-chunk-tokens chunk and vocabulary
-  entry, with the gradient into the last hidden state) and, with checkpointing, the layer being recomputed;
+  entry, with the gradient into the last hidden state; a head that trains keeps all chunks) and, with
+  checkpointing, the layer being recomputed;
   after the backward pass AdamW's temporaries (`optimizer_step`) beside the gradients; peft's frozen
   originals of the modules LoRA+ trains (`kept_originals`) count with the weights;
   the attention workspace: flash-attn keeps O(n) (the log-sum-exp), SDPA's math kernel the attention
@@ -38,7 +39,7 @@ from .options import ATTENTIONS, DEFAULT_LOSS_CHUNK_TOKENS, EXTRA_TRAINABLE, MET
 
 GIB = 2**30
 RESERVED_GIB = 2.0
-LOGIT_BYTES = 12  # per token and vocabulary entry of the chunk being scored
+LOGIT_BYTES = 13  # per token and vocabulary entry of the chunk being scored (measured: 12.1-13.0)
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3", "zero3_offload")
 CONFIG_FILES = {
     "ddp": "configs/accelerate/ddp_8gpu.yaml",
@@ -190,6 +191,8 @@ def peak_gib(memory: dict[str, float]) -> float:
                 + memory["gradients"] - memory["embedding_gradient"])
     after = memory["gradients"] + memory["optimizer_step"]
     return round(sum(memory[k] for k in HELD_TERMS) + max(backward, after), 2)
+
+
 SHARDED = ("fsdp", "zero2", "zero3", "zero3_offload")  # the strategies that shard gradients and optimizer states
 
 
@@ -230,7 +233,8 @@ def plan(
         "gradients": gradient_bytes(trainable, strategy, gpus),
         "optimizer_states": optimizer_state_bytes(trainable, strategy, gpus),
         "activations": activation_bytes(arch, b, n, one_layer, residual, gradient_checkpointing),
-        "logits": logit_bytes(arch, b, n, loss_chunk_tokens, residual),
+        "logits": logit_bytes(arch, b, n, loss_chunk_tokens, head_trains=method == "full" or (
+            arch.tied and "embed" in EXTRA_TRAINABLE[method])),
         "recomputed_layer": one_layer if gradient_checkpointing else 0,
         "optimizer_step": optimizer_step_bytes(arch, method, lora_rank, trainable, strategy, gpus, device),
         "embedding_gradient": (0.0 if method != "full" and "embed" not in EXTRA_TRAINABLE[method]
@@ -396,12 +400,13 @@ def activation_bytes(arch: Architecture, b: int, n: int, one_layer: int, residua
     return kept + model_edge_bytes(arch, b, n, residual, gradient_checkpointing)
 
 
-def logit_bytes(arch: Architecture, b: int, n: int, chunk_tokens: int, residual: int) -> int:
+def logit_bytes(arch: Architecture, b: int, n: int, chunk_tokens: int, head_trains: bool) -> int:
     """The loss's transient: the logits of the chunk being scored (the trainer's chunked loss: chunk_tokens tokens,
-    0 for the whole micro-batch), LOGIT_BYTES per token and vocabulary entry (bf16, the fp32 copy, the log-softmax,
-    their gradients; measured: 12.0-12.1), and the gradient into the last hidden state, which the chunks fill."""
-    tokens = b * n if chunk_tokens == 0 else min(b * n, chunk_tokens)
-    return LOGIT_BYTES * tokens * arch.vocab + residual * b * n * arch.hidden
+    0 for the whole micro-batch; a head that trains keeps every chunk's, so the whole micro-batch's), LOGIT_BYTES per
+    token and vocabulary entry (bf16, the fp32 copy, the log-softmax, their gradients; measured by `bench memory`),
+    and the fp32 gradient into the last hidden state, which the chunks fill."""
+    tokens = b * n if chunk_tokens == 0 or head_trains else min(b * n, chunk_tokens)
+    return LOGIT_BYTES * tokens * arch.vocab + 4 * b * n * arch.hidden
 
 
 def training_flops(arch: Architecture, n_att: int, tokens: int, gradient_checkpointing: bool) -> tuple[float, float]:

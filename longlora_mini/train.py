@@ -79,11 +79,11 @@ from .extend import (
 )
 from .files import MODEL_DIR, RUN_RECORD, shown_path, write_json, write_then_swap
 from .lab.pretrain import MixedRows, PretrainConfig
-from .loss import DEFAULT_CHUNK_TOKENS, summed_next_token_loss
+from .loss import summed_next_token_loss
 from .memory import MemoryMeter
 from .merge import base_fingerprint
 from .models import FourBitUnavailable, four_bit_loading, smollm2_folder
-from .options import ATTENTIONS, METHODS, ROPE_SCALINGS, group_size_for
+from .options import ATTENTIONS, DEFAULT_LOSS_CHUNK_TOKENS, METHODS, ROPE_SCALINGS, group_size_for
 from .outputs import OutputLock, check_is_folder, check_not_an_input, entries, foreign_entries
 from .progress import progress_bar
 from .sft import TEMPLATES, collate, labelled_tokens, load_items, prepare
@@ -130,7 +130,7 @@ class TrainConfig:
     batch_size: int = 1
     grad_accum: int = 8
     gradient_checkpointing: bool = False
-    loss_chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # tokens whose logits exist at once (0: the whole micro-batch)
+    loss_chunk_tokens: int = DEFAULT_LOSS_CHUNK_TOKENS  # tokens whose logits exist at once (0: the whole micro-batch)
     load_in_4bit: bool = False  # QLoRA: the frozen base in 4-bit NF4 (bitsandbytes, GPU only), LoRA / LoRA+ on top
     mixed_precision: str = "auto"  # auto: bf16 on a GPU, none on a CPU
     save_every: int = 50

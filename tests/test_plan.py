@@ -98,10 +98,10 @@ def test_the_chunked_loss_lowers_the_peak_to_the_recomputed_layer():
     chunked = plan("llama2-70b", 32768, strategy="zero3")
     whole = plan("llama2-70b", 32768, strategy="zero3", loss_chunk_tokens=0)
     m, w = chunked.memory_gib, whole.memory_gib
-    assert chunked.fits and m["logits"] < 2.5
-    # the whole logits: 12 bytes per token and vocabulary entry (bf16, fp32 copy, log-softmax, gradients), and the
-    # gradient into the last hidden state (bf16 under DeepSpeed)
-    assert w["logits"] == pytest.approx((12 * 32768 * 32000 + 2 * 32768 * 8192) / 2**30, abs=0.01)
+    assert chunked.fits and m["logits"] < 3
+    # the whole logits: 13 bytes per token and vocabulary entry (bf16, fp32 copy, log-softmax, gradients), and the
+    # fp32 gradient into the last hidden state
+    assert w["logits"] == pytest.approx((13 * 32768 * 32000 + 4 * 32768 * 8192) / 2**30, abs=0.01)
     # chunked, the backward pass peaks at the recomputed layer instead of at the logits
     assert w["total"] - m["total"] == pytest.approx(w["logits"] - m["recomputed_layer"], abs=0.02)
 
